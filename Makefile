@@ -1,0 +1,41 @@
+# Everything runs from a virtualenv in .venv that these targets create.
+PY      ?= python3.11
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+STAMP    = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo run test proto proto-check lint typecheck clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+## demo: install, start a development-mode sidecar, resolve identities through it
+demo: $(STAMP)
+	$(BIN)/sidecar demo
+
+## run: serve in development mode on 127.0.0.1:50051 until Ctrl-C
+run: $(STAMP)
+	$(BIN)/sidecar serve
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## proto: regenerate sidecar/v1 from proto/
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+lint: $(STAMP)
+	$(BIN)/ruff check sidecar tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,0 +1,75 @@
+"""Assemble and run the server for ``sidecar serve``: one process or pre-forked workers."""
+
+from __future__ import annotations
+
+import logging
+
+from sidecar import keys as keys_mod
+from sidecar.config import Config
+from sidecar.core import KeyHolder, Sidecar
+from sidecar.keys import SigningKey
+from sidecar.observe import Observer
+
+log = logging.getLogger("sidecar")
+
+
+def make_sidecar(cfg: Config, key: SigningKey) -> Sidecar:
+    return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl)
+
+
+def make_observer(cfg: Config) -> Observer:
+    """The observers in force (metrics and audit log plug in here)."""
+    return Observer()
+
+
+def reloader(cfg: Config, sidecar: Sidecar) -> "callable[[], None]":  # type: ignore[valid-type]
+    """SIGHUP: load the key file again; a bad key leaves the old one active."""
+
+    def reload() -> None:
+        if cfg.key_file is None:
+            log.warning("SIGHUP: development mode has no key file to reload")
+            return
+        try:
+            new = keys_mod.load(cfg.key_file, cfg.key_passphrase_file)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the old key
+            log.error("key reload failed, keeping key %s: %s", sidecar.keys.current.key_id, exc)
+            return
+        old = sidecar.keys.swap(new)
+        log.info("key reloaded: %s -> %s", old.key_id if old else "-", new.key_id)
+
+    return reload
+
+
+def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, index: int = 0) -> int:
+    """Serve in this process until SIGTERM has drained it. Returns the exit code."""
+    from sidecar import server
+
+    sidecar = make_sidecar(cfg, key)
+    runtime = server.build(sidecar, cfg.listen, make_observer(cfg),
+                           server.ServerOptions(reuse_port=reuse_port, unix=unix))
+    runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
+    runtime.start()
+    log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
+    runtime.wait()
+    log.info("worker %d drained", index)
+    return 0
+
+
+def serve(cfg: Config, key: SigningKey) -> int:
+    """Run until drained; exit code 0 on a clean drain."""
+    if cfg.workers == 1:
+        return run_worker(cfg, key, reuse_port=False, unix=True)
+    from dataclasses import replace
+
+    from sidecar.supervisor import Supervisor, reserve_tcp_ports
+
+    listen, held = reserve_tcp_ports(cfg.listen)
+    cfg = replace(cfg, listen=tuple(listen))
+    log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
+    sup = Supervisor(cfg.workers, lambda i: run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i),
+                     cfg.grace.total_seconds())
+    try:
+        return sup.run()
+    finally:
+        for s in held:
+            s.close()

@@ -1,0 +1,207 @@
+"""Loading, describing and generating the RSA signing key.
+
+The key is parsed once (a PEM parse costs ~37 ms of CPU holding the GIL, about
+150 signatures' worth) and the resulting object is reused for every token.
+Nothing in this module ever formats private key material into a message.
+
+>>> key = generate()
+>>> key.bits, len(key.key_id)
+(2048, 43)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from sidecar.errors import KeyError_
+
+MIN_BITS = 2048
+PEM_HEADER = "-----BEGIN PUBLIC KEY-----"
+PEM_FOOTER = "-----END PUBLIC KEY-----"
+
+
+def _b64url_uint(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class PublicKeyInfo:
+    """Every public description of an RSA key."""
+
+    public_key: rsa.RSAPublicKey = field(repr=False)
+    #: RFC 7638 JWK thumbprint (SHA-256, base64url), used as ``key_id``.
+    key_id: str
+    bits: int
+    #: SubjectPublicKeyInfo PEM, as ``openssl rsa -pubout`` writes it.
+    public_pem: str
+    #: Where the key came from (a path, or ``"generated"``); never the key itself.
+    source: str
+    #: When it was loaded (unix seconds).
+    loaded_at: float
+
+    @property
+    def certificate_code(self) -> str:
+        """Synerise's one-line "Certificate code", header and footer kept."""
+        return "".join(line.strip() for line in self.public_pem.splitlines())
+
+    @property
+    def certificate_code_bare(self) -> str:
+        """The certificate code without header and footer."""
+        return self.certificate_code.removeprefix(PEM_HEADER).removesuffix(PEM_FOOTER)
+
+    def public_jwk(self) -> dict[str, str]:
+        """The public JWK with ``kid``, ``alg`` and ``use``."""
+        nums = self.public_key.public_numbers()
+        return {
+            "kty": "RSA",
+            "n": _b64url_uint(nums.n),
+            "e": _b64url_uint(nums.e),
+            "kid": self.key_id,
+            "alg": "RS256",
+            "use": "sig",
+        }
+
+
+@dataclass(frozen=True)
+class SigningKey(PublicKeyInfo):
+    """A loaded RSA private key and its public descriptions."""
+
+    private_key: rsa.RSAPrivateKey = field(repr=False, kw_only=True)
+
+
+def thumbprint(public: rsa.RSAPublicKey) -> str:
+    """RFC 7638 JWK thumbprint: required members only, sorted, no whitespace, SHA-256."""
+    nums = public.public_numbers()
+    canonical = json.dumps(
+        {"e": _b64url_uint(nums.e), "kty": "RSA", "n": _b64url_uint(nums.n)},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def _pem(public: rsa.RSAPublicKey) -> str:
+    return public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def describe_public(public: rsa.RSAPublicKey, source: str) -> PublicKeyInfo:
+    """Describe a public key (``sidecar public-key`` on a ``public.pem``)."""
+    return PublicKeyInfo(public, thumbprint(public), public.key_size, _pem(public), source, time.time())
+
+
+def describe(private_key: rsa.RSAPrivateKey, source: str) -> SigningKey:
+    """Wrap a parsed private key with its public forms and thumbprint."""
+    public = private_key.public_key()
+    return SigningKey(public, thumbprint(public), public.key_size, _pem(public), source, time.time(),
+                      private_key=private_key)
+
+
+def parse(data: bytes, passphrase: bytes | None, source: str) -> SigningKey:
+    """Parse PKCS#8 PEM, PKCS#1 PEM or PKCS#8 DER (optionally encrypted).
+
+    Raises :class:`~sidecar.errors.KeyError_` with one line that names
+    ``source`` and the problem, never the key's content.
+    """
+    is_pem = data.lstrip().startswith(b"-----BEGIN")
+    if is_pem and b"ENCRYPTED" in data.split(b"\n", 1)[0] + data[:200] and passphrase is None:
+        raise KeyError_(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE")
+    loader = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
+    try:
+        key = loader(data, password=passphrase)
+    except TypeError as exc:
+        # cryptography: "Password was not given but private key is encrypted"
+        # or "Password was given but private key is not encrypted".
+        if passphrase is None:
+            raise KeyError_(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE") from None
+        raise KeyError_(f"key file {source}: a passphrase was given but the key is not encrypted") from exc
+    except UnsupportedAlgorithm:
+        raise KeyError_(f"key file {source}: unsupported key algorithm; an RSA key is required") from None
+    except ValueError:
+        if passphrase is not None and is_pem and b"ENCRYPTED" in data[:200]:
+            raise KeyError_(f"key file {source}: wrong passphrase, or the key is corrupt") from None
+        if passphrase is not None and not is_pem:
+            raise KeyError_(f"key file {source}: cannot decrypt or parse the DER key (wrong passphrase?)") from None
+        raise KeyError_(
+            f"key file {source}: not a private key (expected PKCS#8 PEM, PKCS#1 PEM or PKCS#8 DER)"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyError_(f"key file {source}: {type(key).__name__.lstrip('_')} is not an RSA key; Synerise requires RSA (RS256)")
+    if key.key_size < MIN_BITS:
+        raise KeyError_(f"key file {source}: RSA key has {key.key_size} bits; at least {MIN_BITS} are required")
+    return describe(key, source)
+
+
+def read_passphrase(path: str) -> bytes:
+    """Read a passphrase file; one trailing newline is dropped."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"passphrase file {path}: cannot read it ({exc.strerror})") from None
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not data:
+        raise KeyError_(f"passphrase file {path}: is empty")
+    return data
+
+
+def load(path: str, passphrase_file: str | None = None) -> SigningKey:
+    """Read and parse the key at ``path`` (see :func:`parse`)."""
+    passphrase = read_passphrase(passphrase_file) if passphrase_file else None
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KeyError_(f"key file {path}: does not exist") from None
+    except IsADirectoryError:
+        raise KeyError_(f"key file {path}: is a directory") from None
+    except OSError as exc:
+        raise KeyError_(f"key file {path}: cannot read it ({exc.strerror})") from None
+    if not data.strip():
+        raise KeyError_(f"key file {path}: is empty")
+    return parse(data, passphrase, path)
+
+
+def generate(bits: int = MIN_BITS) -> SigningKey:
+    """Generate a fresh RSA key (development mode and ``sidecar keygen``)."""
+    return describe(rsa.generate_private_key(public_exponent=65537, key_size=bits), "generated")
+
+
+def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
+    """Write ``private.pem`` (PKCS#8), ``private.der`` (PKCS#8 DER) and
+    ``public.pem`` exactly as the openssl commands in Synerise's guide do.
+
+    Private files are created with mode 0600 and never overwrite an existing file.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pk = key.private_key
+    files = {
+        "private.pem": (pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()), 0o600),
+        "private.der": (pk.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()), 0o600),
+        "public.pem": (key.public_pem.encode("ascii"), 0o644),
+    }
+    for name in files:
+        if (out / name).exists():
+            raise KeyError_(f"{out / name} already exists; refusing to overwrite a key")
+    written = []
+    for name, (data, mode) in files.items():
+        path = out / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, mode)
+        written.append(path)
+    return written

@@ -1,0 +1,256 @@
+"""The gRPC layer: translate between protobuf and :mod:`sidecar.core`.
+
+Nothing here knows about hashing, UUIDs or claims. Errors from the domain are
+mapped to status codes in one table, :data:`STATUS_FOR`; anything unexpected
+becomes ``INTERNAL`` with a generic message and is logged here, never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sidecar import errors
+from sidecar.core import Sidecar
+from sidecar.identity import Outcome
+from sidecar.observe import Observer
+from sidecar.tokens import Token
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+log = logging.getLogger("sidecar.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+#: Domain error class -> gRPC status. The first matching class wins.
+STATUS_FOR: tuple[tuple[type[errors.SidecarError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NoKey, grpc.StatusCode.UNAVAILABLE),
+    (errors.ServiceError, grpc.StatusCode.UNAVAILABLE),
+)
+
+OUTCOME_PB = {
+    Outcome.NEW_IDENTITY: pb.OUTCOME_NEW_IDENTITY,
+    Outcome.SAME_IDENTITY: pb.OUTCOME_SAME_IDENTITY,
+    Outcome.SWITCHED_IDENTITY: pb.OUTCOME_SWITCHED_IDENTITY,
+}
+
+T = TypeVar("T")
+
+
+def status_for(exc: errors.SidecarError) -> grpc.StatusCode:
+    """The status code for a domain error (``INTERNAL`` if none matches)."""
+    for cls, code in STATUS_FOR:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _duration(msg: Any, has: bool) -> timedelta | None:
+    if not has:
+        return None
+    d: duration_pb2.Duration = msg
+    if d.nanos and (d.seconds > 0 > d.nanos or d.seconds < 0 < d.nanos):
+        raise errors.InvalidArgument("ttl", "seconds and nanos must have the same sign", "ttl_not_positive")
+    if not -999_999_999 <= d.nanos <= 999_999_999:
+        raise errors.InvalidArgument("ttl", "nanos must be within one second", "ttl_not_positive")
+    if abs(d.seconds) > 10**9:
+        raise errors.InvalidArgument("ttl", "must be less than 7 days", "ttl_too_long")
+    return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
+
+
+def _token_pb(token: Token) -> pb.Token:
+    return pb.Token(jwt=token.jwt, expires_at=timestamp_pb2.Timestamp(seconds=token.expires_at), key_id=token.key_id)
+
+
+class IdentityServicer(pb_grpc.IdentityServiceServicer):
+    """Translates ``sidecar.v1.IdentityService`` calls to :class:`Sidecar`."""
+
+    def __init__(self, sidecar: Sidecar, observer: Observer | None = None) -> None:
+        self.sidecar = sidecar
+        self.observer = observer or Observer()
+
+    def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except errors.SidecarError as exc:
+            self.observer.rejected(rpc, exc.reason)
+            code = status_for(exc)
+            context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error")
+        except Exception:
+            log.exception("unexpected error in %s", rpc)
+            self.observer.rejected(rpc, "internal")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def ResolveIdentity(self, request: pb.ResolveIdentityRequest, context: grpc.ServicerContext) -> pb.ResolveIdentityResponse:
+        def call() -> pb.ResolveIdentityResponse:
+            ttl = _duration(request.ttl, request.HasField("ttl"))
+            resolution, token = self.sidecar.resolve_identity(
+                request.email, request.identity_hash, request.cookie_uuid, request.cookie_header, ttl
+            )
+            self.observer.issued("ResolveIdentity", token, resolution.identity_hash, resolution)
+            return pb.ResolveIdentityResponse(
+                uuid=resolution.uuid,
+                identity_hash=resolution.identity_hash,
+                outcome=OUTCOME_PB[resolution.outcome],
+                set_identity=resolution.set_identity,
+                token=_token_pb(token),
+            )
+
+        return self._run("ResolveIdentity", context, call)
+
+    def IssueToken(self, request: pb.IssueTokenRequest, context: grpc.ServicerContext) -> pb.IssueTokenResponse:
+        def call() -> pb.IssueTokenResponse:
+            ttl = _duration(request.ttl, request.HasField("ttl"))
+            token = self.sidecar.issue_token(request.email, request.uuid, ttl)
+            from sidecar.identity import identity_hash
+
+            self.observer.issued("IssueToken", token, identity_hash(request.email), None)
+            return pb.IssueTokenResponse(token=_token_pb(token))
+
+        return self._run("IssueToken", context, call)
+
+    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
+        def call() -> pb.GetPublicKeyResponse:
+            import json
+
+            key = self.sidecar.public_key()
+            return pb.GetPublicKeyResponse(
+                pem=key.public_pem,
+                certificate_code=key.certificate_code,
+                certificate_code_bare=key.certificate_code_bare,
+                jwk=json.dumps(key.public_jwk(), separators=(",", ":")),
+                key_id=key.key_id,
+                bits=key.bits,
+            )
+
+        return self._run("GetPublicKey", context, call)
+
+
+@dataclass
+class ServerOptions:
+    """How the gRPC server is built; what later features tune."""
+
+    #: Threads handling calls. Signing releases the GIL, so more than one core signs.
+    max_workers: int = 8
+    #: Extra channel arguments for ``grpc.server``.
+    options: list[tuple[str, Any]] = field(default_factory=list)
+    #: Interceptors, outermost first.
+    interceptors: list[grpc.ServerInterceptor] = field(default_factory=list)
+    #: Share TCP ports with sibling worker processes (SO_REUSEPORT).
+    reuse_port: bool = False
+    #: Whether this process listens on Unix sockets (only one worker may).
+    unix: bool = True
+    #: Mode of created Unix sockets.
+    socket_mode: int = 0o660
+
+
+class Runtime:
+    """A running gRPC server: listeners, health, reflection and drain."""
+
+    def __init__(self, servicer: IdentityServicer, listen: Sequence[str], opts: ServerOptions | None = None) -> None:
+        self.opts = opts or ServerOptions()
+        self.servicer = servicer
+        self.health = health.HealthServicer()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        channel_opts = [("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), *self.opts.options]
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
+            interceptors=self.opts.interceptors,
+            options=channel_opts,
+        )
+        pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.addresses: list[str] = []
+        self._sockets: list[Path] = []
+        for addr in listen:
+            if addr.startswith("unix://") and not self.opts.unix:
+                continue
+            self.addresses.append(self._bind(addr))
+        self._stopped = threading.Event()
+
+    def _bind(self, addr: str) -> str:
+        if addr.startswith("unix://"):
+            path = Path(addr.removeprefix("unix://"))
+            if not path.parent.is_dir():
+                raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
+            if path.exists() and not path.is_socket():
+                raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
+            self._bind_port(addr)
+            os.chmod(path, self.opts.socket_mode)
+            self._sockets.append(path)
+            return addr
+        port = self._bind_port(addr)
+        host = addr.rpartition(":")[0]
+        return f"{host}:{port}"
+
+    def _bind_port(self, addr: str) -> int:
+        try:
+            port = self.server.add_insecure_port(addr)
+        except RuntimeError:
+            port = 0
+        if port == 0 and not addr.endswith(":0"):
+            raise errors.ConfigError(f"SIDECAR_LISTEN: cannot listen on {addr} (in use, or not permitted)")
+        return port
+
+    def start(self) -> None:
+        self.server.start()
+        self.set_serving(True)
+
+    def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def drain(self, grace: float) -> None:
+        """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for path in self._sockets:
+            path.unlink(missing_ok=True)
+        self._stopped.set()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def handle_signals(self, grace: float, on_reload: Callable[[], None] | None = None) -> None:
+        """SIGTERM/SIGINT drain (a second one exits at once); SIGHUP calls ``on_reload``."""
+        draining = threading.Event()
+
+        def on_term(signum: int, _frame: object) -> None:
+            if draining.is_set():
+                log.warning("second %s: exiting now", signal.Signals(signum).name)
+                os._exit(1)
+            draining.set()
+            log.info("%s: draining (grace %.1fs)", signal.Signals(signum).name, grace)
+            threading.Thread(target=self.drain, args=(grace,), name="drain", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        if on_reload is not None:
+            signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
+
+
+def build(sidecar: Sidecar, listen: Iterable[str], observer: Observer | None = None,
+          opts: ServerOptions | None = None) -> Runtime:
+    """Build a :class:`Runtime` ready to :meth:`~Runtime.start`."""
+    return Runtime(IdentityServicer(sidecar, observer), list(listen), opts)

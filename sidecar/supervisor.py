@@ -1,0 +1,123 @@
+"""Pre-fork process model: one master, N gRPC worker processes.
+
+The master parses the key once, reserves the TCP ports, then forks the
+workers before any gRPC object exists in it. Workers share each TCP port
+through SO_REUSEPORT (the kernel spreads *connections*, not calls, across
+them); worker 0 alone serves the Unix sockets, because a socket path cannot be
+shared. The master forwards SIGTERM/SIGINT (drain) and SIGHUP (reload) to
+every worker, restarts a worker that dies unexpectedly, and exits 0 once all
+workers drained cleanly. A second SIGTERM kills the workers and exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Sequence
+
+from sidecar.errors import ConfigError
+
+log = logging.getLogger("sidecar.supervisor")
+
+
+def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.socket]]:
+    """Check each TCP address is free and pin ephemeral ports.
+
+    A socket bound *with* SO_REUSEPORT but never listening keeps the port ours
+    without taking connections; a stale sidecar still listening on the port
+    (which would silently take a share of connections) makes this fail.
+    """
+    resolved, held = [], []
+    for addr in listen:
+        if addr.startswith("unix://"):
+            resolved.append(addr)
+            continue
+        host, _, port = addr.rpartition(":")
+        bare = host.strip("[]")
+        family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.bind((bare, int(port)))  # without SO_REUSEPORT: fails if anyone holds it
+            probe.close()
+            keep = socket.socket(family, socket.SOCK_STREAM)
+            keep.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            keep.bind((bare, int(port)))
+        except OSError as exc:
+            probe.close()
+            raise ConfigError(f"SIDECAR_LISTEN: cannot listen on {addr} ({exc.strerror})") from None
+        held.append(keep)
+        resolved.append(f"{host}:{keep.getsockname()[1]}")
+    return resolved, held
+
+
+class Supervisor:
+    """Fork ``workers`` processes, each running ``run_worker(index)``."""
+
+    def __init__(self, workers: int, run_worker: Callable[[int], int], grace: float) -> None:
+        self.workers = workers
+        self.run_worker = run_worker
+        self.grace = grace
+        self.children: dict[int, int] = {}  # pid -> index
+        self.draining = False
+        self.exit_codes: list[int] = []
+
+    def _spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 1
+            try:
+                code = self.run_worker(index)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
+                log.exception("worker %d failed", index)
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = index
+
+    def _forward(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        def on_term(signum: int, _frame: object) -> None:
+            if self.draining:
+                log.warning("second %s: killing workers", signal.Signals(signum).name)
+                self._forward(signal.SIGKILL)
+                os._exit(1)
+            self.draining = True
+            log.info("%s: draining %d workers", signal.Signals(signum).name, len(self.children))
+            self._forward(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self._forward(signal.SIGHUP))
+        for index in range(self.workers):
+            self._spawn(index)
+        log.info("master %d: %d workers %s", os.getpid(), self.workers, sorted(self.children))
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if self.draining:
+                self.exit_codes.append(code)
+                continue
+            log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
+            time.sleep(0.5)
+            if not self.draining:
+                self._spawn(index)
+        return 0 if all(c == 0 for c in self.exit_codes) else 1
