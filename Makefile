@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo run test proto proto-check lint typecheck clean
+.PHONY: demo run test system proto proto-check lint typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,9 +20,14 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(BIN)/sidecar serve
 
-## test: the whole test suite
-test: $(STAMP)
+## test: the whole test suite (installs the Debian packages it needs first)
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	@for t in scripts/test.d/*.sh; do [ -e "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
+
+## system: Debian packages listed in scripts/apt.d/*.txt
+system:
+	@bash scripts/setup-system.sh
 
 ## proto: regenerate sidecar/v1 from proto/
 proto: $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sidecar import keys as keys_mod
 from sidecar.config import Config
@@ -13,8 +14,10 @@ from sidecar.observe import Observer
 log = logging.getLogger("sidecar")
 
 
-def make_sidecar(cfg: Config, key: SigningKey) -> Sidecar:
-    return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl)
+def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
+    observer.key_activated(key)
+    return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
+                   observer=observer)
 
 
 def make_observer(cfg: Config) -> Observer:
@@ -22,7 +25,7 @@ def make_observer(cfg: Config) -> Observer:
     return Observer()
 
 
-def reloader(cfg: Config, sidecar: Sidecar) -> "callable[[], None]":  # type: ignore[valid-type]
+def reloader(cfg: Config, sidecar: Sidecar) -> Callable[[], None]:
     """SIGHUP: load the key file again; a bad key leaves the old one active."""
 
     def reload() -> None:
@@ -33,8 +36,11 @@ def reloader(cfg: Config, sidecar: Sidecar) -> "callable[[], None]":  # type: ig
             new = keys_mod.load(cfg.key_file, cfg.key_passphrase_file)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the old key
             log.error("key reload failed, keeping key %s: %s", sidecar.keys.current.key_id, exc)
+            sidecar.observer.key_reload("failure")
             return
         old = sidecar.keys.swap(new)
+        sidecar.observer.key_reload("success")
+        sidecar.observer.key_activated(new)
         log.info("key reloaded: %s -> %s", old.key_id if old else "-", new.key_id)
 
     return reload
@@ -44,8 +50,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     """Serve in this process until SIGTERM has drained it. Returns the exit code."""
     from sidecar import server
 
-    sidecar = make_sidecar(cfg, key)
-    runtime = server.build(sidecar, cfg.listen, make_observer(cfg),
+    observer = make_observer(cfg)
+    sidecar = make_sidecar(cfg, key, observer)
+    runtime = server.build(sidecar, cfg.listen, observer,
                            server.ServerOptions(reuse_port=reuse_port, unix=unix))
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
     runtime.start()

@@ -12,7 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sidecar import __version__, config as config_mod, keys
+from sidecar import __version__, keys
+from sidecar import config as config_mod
 from sidecar.errors import ConfigError
 
 log = logging.getLogger("sidecar")

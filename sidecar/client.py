@@ -18,8 +18,8 @@ from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 
 def target(addr: str) -> str:
-    """A grpc target for ``unix:///path`` or ``host:port``."""
-    return addr if addr.startswith("unix:") else addr
+    """A grpc target for ``unix:///path`` or ``host:port`` (grpc takes both as they are)."""
+    return addr
 
 
 @contextmanager

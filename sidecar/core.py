@@ -21,6 +21,7 @@ from datetime import timedelta
 from sidecar import cookies, identity, tokens, validation
 from sidecar.errors import NoKey
 from sidecar.keys import SigningKey
+from sidecar.observe import Observer
 
 
 class KeyHolder:
@@ -70,8 +71,10 @@ class Sidecar:
         namespace: uuid.UUID = uuid.NAMESPACE_URL,
         default_ttl: timedelta = validation.DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
+        observer: Observer | None = None,
     ) -> None:
         self.keys = keys
+        self.observer = observer or Observer()
         self.salt = salt
         self.namespace = namespace
         self.default_ttl = default_ttl
@@ -101,14 +104,21 @@ class Sidecar:
                 current = validation.identity_hash(found.identity_hash, "cookie_header._snrs_p.identityHash")
         lifetime = validation.ttl(ttl, self.default_ttl)
         resolution = identity.resolve(email, current, cookie, salt=self.salt, namespace=self.namespace)
-        return resolution, tokens.sign(self.keys.current, email, resolution.uuid, lifetime, self.clock)
+        return resolution, self._sign(email, resolution.uuid, lifetime)
 
     def issue_token(self, email: str, uuid_: str, ttl: timedelta | None) -> tokens.Token:
         """Validate and sign a token for a known email and UUID."""
         email = validation.email(email)
         uuid_ = validation.customer_uuid(uuid_)
         lifetime = validation.ttl(ttl, self.default_ttl)
-        return tokens.sign(self.keys.current, email, uuid_, lifetime, self.clock)
+        return self._sign(email, uuid_, lifetime)
+
+    def _sign(self, email: str, uuid_: str, lifetime: timedelta) -> tokens.Token:
+        key = self.keys.current  # one reference for the whole call: a swap never mixes keys
+        started = time.perf_counter()
+        token = tokens.sign(key, email, uuid_, lifetime, self.clock)
+        self.observer.signed(time.perf_counter() - started)
+        return token
 
     def public_key(self) -> SigningKey:
         """The active key's public description."""

@@ -1,25 +1,42 @@
-"""Hooks the gRPC layer calls on every outcome, for metrics and the audit log.
+"""Hooks the rest of the sidecar calls on every outcome, for metrics and the audit log.
 
 The base :class:`Observer` does nothing; :mod:`sidecar.metrics` and the audit
-log plug in by subclassing. Arguments are domain values only: a fixed ``rpc``
-name, a fixed ``reason`` code, the token's key id and uuid, the identity hash.
-Never an email, never a token, never key material.
+log plug in by subclassing. Arguments are domain values only: fixed ``rpc``,
+``reason``, ``result``, ``decision`` and ``rule`` names, the token's key id and
+uuid, the identity hash. Never an email, never a token, never key material.
+Implementations must never raise.
 """
 
 from __future__ import annotations
 
 from sidecar.identity import Resolution
+from sidecar.keys import PublicKeyInfo
 from sidecar.tokens import Token
 
 
 class Observer:
-    """Receives what happened to each call. Must never raise."""
+    """Receives what happened. Every method is optional to override."""
 
     def issued(self, rpc: str, token: Token, identity_hash: str, resolution: Resolution | None) -> None:
-        """A token was signed by ``rpc`` (``ResolveIdentity`` or ``IssueToken``)."""
+        """A token was returned by ``rpc`` (``ResolveIdentity`` or ``IssueToken``)."""
 
     def rejected(self, rpc: str, reason: str) -> None:
         """``rpc`` refused a request; ``reason`` is a fixed code."""
+
+    def signed(self, seconds: float) -> None:
+        """One RSA signature took ``seconds``."""
+
+    def key_activated(self, key: PublicKeyInfo) -> None:
+        """``key`` became the active signing key (start-up or rotation)."""
+
+    def key_reload(self, result: str) -> None:
+        """A key reload ended with ``result``: ``success`` or ``failure``."""
+
+    def event_decision(self, decision: str, rule: str) -> None:
+        """``EvaluateEvent`` decided ``decision`` by ``rule``."""
+
+    def token_cache(self, hit: bool) -> None:
+        """The token cache was consulted."""
 
 
 class Observers(Observer):
@@ -35,3 +52,23 @@ class Observers(Observer):
     def rejected(self, rpc: str, reason: str) -> None:
         for o in self.observers:
             o.rejected(rpc, reason)
+
+    def signed(self, seconds: float) -> None:
+        for o in self.observers:
+            o.signed(seconds)
+
+    def key_activated(self, key: PublicKeyInfo) -> None:
+        for o in self.observers:
+            o.key_activated(key)
+
+    def key_reload(self, result: str) -> None:
+        for o in self.observers:
+            o.key_reload(result)
+
+    def event_decision(self, decision: str, rule: str) -> None:
+        for o in self.observers:
+            o.event_decision(decision, rule)
+
+    def token_cache(self, hit: bool) -> None:
+        for o in self.observers:
+            o.token_cache(hit)

@@ -7,6 +7,7 @@ becomes ``INTERNAL`` with a generic message and is logged here, never sent.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar import errors
 from sidecar.core import Sidecar
-from sidecar.identity import Outcome
+from sidecar.identity import Outcome, identity_hash
 from sidecar.observe import Observer
 from sidecar.tokens import Token
 from sidecar.v1 import identity_pb2 as pb
@@ -117,8 +118,6 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         def call() -> pb.IssueTokenResponse:
             ttl = _duration(request.ttl, request.HasField("ttl"))
             token = self.sidecar.issue_token(request.email, request.uuid, ttl)
-            from sidecar.identity import identity_hash
-
             self.observer.issued("IssueToken", token, identity_hash(request.email), None)
             return pb.IssueTokenResponse(token=_token_pb(token))
 
@@ -126,8 +125,6 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
         def call() -> pb.GetPublicKeyResponse:
-            import json
-
             key = self.sidecar.public_key()
             return pb.GetPublicKeyResponse(
                 pem=key.public_pem,

@@ -72,7 +72,7 @@ class Supervisor:
             code = 1
             try:
                 code = self.run_worker(index)
-            except BaseException:  # noqa: BLE001 - a worker must never return into the master's code
+            except BaseException:
                 log.exception("worker %d failed", index)
             finally:
                 logging.shutdown()
