@@ -13,6 +13,12 @@ from sidecar.observe import Observer
 
 log = logging.getLogger("sidecar")
 
+DEV_BANNER = (
+    "DEVELOPMENT MODE: no key configured, signing with a THROW-AWAY key generated at start-up "
+    "and the dev UUID salt. Tokens will not verify in Synerise. Set SIDECAR_KEY_FILE and "
+    "SIDECAR_UUID_SALT (or pass --production) for real use."
+)
+
 
 def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
     observer.key_activated(key)
@@ -64,6 +70,13 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
 
 def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
+    from sidecar.supervisor import check_tcp_ports
+
+    check_tcp_ports(cfg.listen)
+    if cfg.dev_mode:
+        for line in ("!" * 78, DEV_BANNER, "!" * 78):
+            log.warning(line)
+    log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
     if cfg.workers == 1:
         return run_worker(cfg, key, reuse_port=False, unix=True)
     from dataclasses import replace

@@ -18,12 +18,6 @@ from sidecar.errors import ConfigError
 
 log = logging.getLogger("sidecar")
 
-DEV_BANNER = (
-    "DEVELOPMENT MODE: no key configured, signing with a THROW-AWAY key generated at start-up "
-    "and the dev UUID salt. Tokens will not verify in Synerise. Set SIDECAR_KEY_FILE and "
-    "SIDECAR_UUID_SALT (or pass --production) for real use."
-)
-
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gRPC server",
@@ -89,12 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     if cfg.dev_mode:
         key = keys.generate()
-        for line in ("!" * 78, DEV_BANNER, "!" * 78):
-            log.warning(line)
     else:
         assert cfg.key_file is not None
         key = keys.load(cfg.key_file, cfg.key_passphrase_file)
-    log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
     from sidecar import app
 
     return app.serve(cfg, key)

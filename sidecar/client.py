@@ -30,7 +30,8 @@ def connect(addr: str) -> Iterator[pb_grpc.IdentityServiceStub]:
 
 def get_public_key(stub: pb_grpc.IdentityServiceStub, timeout: float = 5.0) -> pb.GetPublicKeyResponse:
     try:
-        return stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=timeout)
+        response: pb.GetPublicKeyResponse = stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=timeout)
+        return response
     except grpc.RpcError as exc:
         raise ConfigError(f"GetPublicKey failed: {exc.code().name}: {exc.details()}") from None
 
@@ -42,5 +43,5 @@ def health_status(addr: str, timeout: float = 3.0, service: str = "") -> str:
         try:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as exc:
-            return exc.code().name
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            return str(exc.code().name)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))

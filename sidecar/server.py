@@ -207,7 +207,7 @@ class Runtime:
             port = 0
         if port == 0 and not addr.endswith(":0"):
             raise errors.ConfigError(f"SIDECAR_LISTEN: cannot listen on {addr} (in use, or not permitted)")
-        return port
+        return int(port)
 
     def start(self) -> None:
         self.server.start()

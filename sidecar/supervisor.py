@@ -23,6 +23,12 @@ from sidecar.errors import ConfigError
 log = logging.getLogger("sidecar.supervisor")
 
 
+def check_tcp_ports(listen: Sequence[str]) -> None:
+    """Fail with one line if a TCP address cannot be bound (before grpc logs its own error)."""
+    for s in reserve_tcp_ports(listen)[1]:
+        s.close()
+
+
 def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.socket]]:
     """Check each TCP address is free and pin ephemeral ports.
 
@@ -109,9 +115,9 @@ class Supervisor:
                 break
             except InterruptedError:
                 continue
-            index = self.children.pop(pid, None)
-            if index is None:
+            if pid not in self.children:
                 continue
+            index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.draining:
                 self.exit_codes.append(code)

@@ -170,3 +170,27 @@ def spawn_sidecar() -> Iterator[Callable[..., Proc]]:
     yield spawn
     for p in procs:
         p.stop(signal.SIGKILL, timeout=5)
+
+
+PASSPHRASE = b"correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def odd_keys(openssl_keys: Path) -> Path:
+    """Keys the sidecar must load or refuse, all made by the openssl CLI."""
+    d = openssl_keys.parent / "odd-keys"
+    d.mkdir(exist_ok=True)
+    openssl("rsa", "-in", str(openssl_keys / "private.pem"), "-traditional", "-out", "pkcs1.pem", cwd=d)
+    (d / "pass.txt").write_bytes(PASSPHRASE + b"\n")
+    (d / "wrong-pass.txt").write_bytes(b"not the passphrase\n")
+    openssl("pkcs8", "-topk8", "-in", str(openssl_keys / "private.pem"), "-v2", "aes-256-cbc",
+            "-passout", "file:pass.txt", "-out", "encrypted.pem", cwd=d)
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out", "rsa1024.pem", cwd=d)
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "ec.pem", cwd=d)
+    openssl("genpkey", "-algorithm", "ED25519", "-out", "ed25519.pem", cwd=d)
+    (d / "garbage.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    (d / "random.bin").write_bytes(os.urandom(600))
+    (d / "empty.pem").write_bytes(b"")
+    for p in d.iterdir():
+        os.chmod(p, 0o600)
+    return d

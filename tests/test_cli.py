@@ -1,0 +1,179 @@
+"""The ``sidecar`` command as a real process: start-up refusals, keygen,
+public-key, health, SIGTERM drain, development mode, pre-fork workers."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import grpc
+import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
+
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, free_port, sidecar_cmd, wait_serving
+
+COOKIE = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def run(*args, env=None, timeout=60):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    full.update({"PYTHONPATH": str(ROOT), "SIDECAR_METRICS_ADDR": ""})
+    full.update(env or {})
+    return subprocess.run(sidecar_cmd(*args), env=full, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def refusal(result):
+    """Exit 2, one line on stderr, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("sidecar: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def key_env(openssl_keys):
+    return {"SIDECAR_KEY_FILE": str(openssl_keys / "private.pem"), "SIDECAR_UUID_SALT": "someString"}
+
+
+@pytest.mark.parametrize(
+    ("key", "passfile", "extra", "message"),
+    [
+        ("missing.pem", None, {}, "does not exist"),
+        (".", None, {}, "is a directory"),
+        ("garbage.pem", None, {}, "not a private key"),
+        ("random.bin", None, {}, "not a private key"),
+        ("ec.pem", None, {}, "is not an RSA key"),
+        ("rsa1024.pem", None, {}, "1024 bits; at least 2048"),
+        ("encrypted.pem", None, {}, "encrypted; set SIDECAR_KEY_PASSPHRASE_FILE"),
+        ("encrypted.pem", "wrong-pass.txt", {}, "wrong passphrase"),
+        ("pkcs1.pem", None, {"SIDECAR_DEFAULT_TTL": "7d"}, "SIDECAR_DEFAULT_TTL: must be more than 0 and less than 7"),
+        ("pkcs1.pem", None, {"SIDECAR_UUID_NAMESPACE": "urn"}, "SIDECAR_UUID_NAMESPACE: namespace must be"),
+        ("pkcs1.pem", None, {"SIDECAR_UUID_SALT": None}, "SIDECAR_UUID_SALT: must be set"),
+    ],
+)
+def test_startup_refusals(odd_keys, key, passfile, extra, message):
+    env = {"SIDECAR_KEY_FILE": str(odd_keys / key), "SIDECAR_UUID_SALT": "s",
+           "SIDECAR_LISTEN": f"127.0.0.1:{free_port()}"}
+    if passfile:
+        env["SIDECAR_KEY_PASSPHRASE_FILE"] = str(odd_keys / passfile)
+    env.update(extra)
+    env = {k: v for k, v in env.items() if v is not None}
+    line = refusal(run("serve", env=env))
+    assert message in line
+    assert "PRIVATE KEY" not in line
+
+
+def test_production_without_key_refuses():
+    assert "production mode: no key configured" in refusal(run("serve", "--production"))
+
+
+def test_listen_address_in_use_refuses(key_env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = refusal(run("serve", env={**key_env, "SIDECAR_LISTEN": f"127.0.0.1:{port}"}))
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize("key", ["private.pem", "private.der"])
+def test_serves_with_each_key_form_and_drains_on_sigterm(spawn_sidecar, openssl_keys, key):
+    p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(openssl_keys / key), "SIDECAR_UUID_SALT": "someString"})
+    with grpc.insecure_channel(p.addr) as ch:
+        r = pb_grpc.IdentityServiceStub(ch).IssueToken(pb.IssueTokenRequest(email="a@b.c", uuid=COOKIE), timeout=10)
+    public = RSAKey.import_key((openssl_keys / "public.pem").read_text())
+    assert jwt.decode(r.token.jwt, public, algorithms=["RS256"]).claims["uuid"] == COOKIE
+    code, err = p.stop(signal.SIGTERM)
+    assert code == 0, err
+    assert "DEVELOPMENT MODE" not in err
+
+
+def test_passphrase_key_serves(spawn_sidecar, odd_keys):
+    p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(odd_keys / "encrypted.pem"), "SIDECAR_UUID_SALT": "",
+                           "SIDECAR_KEY_PASSPHRASE_FILE": str(odd_keys / "pass.txt")})
+    assert p.stop()[0] == 0
+
+
+def test_dev_mode_is_loud_and_works(spawn_sidecar, short_tmp):
+    sock = f"unix://{short_tmp / 'dev.sock'}"
+    p = spawn_sidecar(addr=sock)
+    with grpc.insecure_channel(sock) as ch:
+        r = pb_grpc.IdentityServiceStub(ch).ResolveIdentity(pb.ResolveIdentityRequest(email="a@b.c"), timeout=10)
+    assert r.outcome == pb.OUTCOME_NEW_IDENTITY
+    assert oct(os.stat(short_tmp / "dev.sock").st_mode & 0o777) == "0o660"
+    code, err = p.stop()
+    assert code == 0 and "DEVELOPMENT MODE" in err and "THROW-AWAY" in err
+    assert not (short_tmp / "dev.sock").exists()
+
+
+def test_health_command(spawn_sidecar, key_env):
+    p = spawn_sidecar(env=key_env)
+    ok = run("health", "--addr", p.addr)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    p.stop()
+    down = run("health", "--addr", p.addr, "--timeout", "1")
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stdout
+
+
+def test_keygen_and_public_key(tmp_path, spawn_sidecar):
+    out = tmp_path / "k"
+    r = run("keygen", "--out", str(out))
+    assert r.returncode == 0 and r.stdout.split() == [str(out / n) for n in ("private.pem", "private.der", "public.pem")]
+    assert oct(os.stat(out / "private.pem").st_mode & 0o777) == "0o600"
+    pem = (out / "public.pem").read_text()
+    code = run("public-key", "--key-file", str(out / "private.pem")).stdout.strip()
+    assert code == "".join(pem.splitlines())
+    assert run("public-key", "--key-file", str(out / "public.pem"), "--bare").stdout.strip() == \
+        "".join(pem.splitlines()[1:-1])
+    assert run("public-key", "--key-file", str(out / "private.der"), "--format", "pem").stdout == pem
+    p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(out / "private.der"), "SIDECAR_UUID_SALT": "x"})
+    assert run("public-key", "--addr", p.addr).stdout.strip() == code
+    again = run("keygen", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_keygen_refuses_short_keys(tmp_path):
+    assert "--bits: must be at least 2048" in refusal(run("keygen", "--out", str(tmp_path), "--bits", "1024"))
+
+
+def test_prefork_workers_serve_tcp_and_unix_and_drain(spawn_sidecar, key_env, short_tmp, openssl_keys):
+    port = free_port()
+    sock = short_tmp / "w.sock"
+    p = spawn_sidecar("--workers", "2", env=key_env, addr=f"127.0.0.1:{port},unix://{sock}")
+    wait_serving(f"unix://{sock}", p.proc)
+    pids = set()
+    for _ in range(8):  # SO_REUSEPORT spreads connections: fresh channels reach both workers
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            r = pb_grpc.IdentityServiceStub(ch).IssueToken(pb.IssueTokenRequest(email="a@b.c", uuid=COOKIE), timeout=10)
+            pids.add(r.token.key_id)
+    assert pids == {RSAKey.import_key((openssl_keys / "public.pem").read_text()).thumbprint()}
+    children = subprocess.run(["pgrep", "-P", str(p.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    code, err = p.stop()
+    assert code == 0, err
+    assert err.count("drained") == 2
+
+
+def test_prefork_refuses_port_held_by_a_stale_server(key_env):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = refusal(run("serve", "--workers", "2", env={**key_env, "SIDECAR_LISTEN": f"127.0.0.1:{port}"}))
+    assert "cannot listen" in line
+
+
+def test_demo_runs():
+    r = subprocess.run([sys.executable, "-m", "sidecar", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
+                            "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    for text in ("OUTCOME_NEW_IDENTITY", "OUTCOME_SAME_IDENTITY", "OUTCOME_SWITCHED_IDENTITY", "INVALID_ARGUMENT",
+                 "drained and exited with 0"):
+        assert text in r.stdout

@@ -1,0 +1,52 @@
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from sidecar.config import DEV_SALT, from_sources
+from sidecar.errors import ConfigError
+
+NOFLAGS: dict[str, object] = {}
+
+
+def test_defaults_are_dev_mode():
+    c = from_sources(NOFLAGS, {})
+    assert c.dev_mode and c.salt == DEV_SALT and c.default_ttl == timedelta(hours=24)
+    assert c.listen == ("127.0.0.1:50051",) and c.metrics_addr == "127.0.0.1:9464"
+    assert c.uuid_namespace == uuid.NAMESPACE_URL and c.workers == 1
+
+
+def test_environment_read_and_flags_win():
+    env = {"SIDECAR_KEY_FILE": "/k.pem", "SIDECAR_UUID_SALT": "s", "SIDECAR_DEFAULT_TTL": "6d",
+           "SIDECAR_LISTEN": "unix:///run/s.sock, 127.0.0.1:1", "SIDECAR_UUID_NAMESPACE": "dns",
+           "SIDECAR_METRICS_ADDR": "", "SIDECAR_GRACE": "3s", "SIDECAR_WORKERS": "2"}
+    c = from_sources({"default_ttl": "30m", "uuid_salt": ""}, env)
+    assert c.key_file == "/k.pem" and not c.dev_mode
+    assert c.uuid_salt == "" and c.salt == ""  # an empty salt set on purpose is allowed
+    assert c.default_ttl == timedelta(minutes=30)
+    assert c.listen == ("unix:///run/s.sock", "127.0.0.1:1")
+    assert c.uuid_namespace == uuid.NAMESPACE_DNS and c.metrics_addr == "" and c.grace == timedelta(seconds=3)
+    assert c.workers == 2
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({}, {"SIDECAR_DEFAULT_TTL": "7d"}, "SIDECAR_DEFAULT_TTL: must be more than 0 and less than 7 days"),
+        ({}, {"SIDECAR_DEFAULT_TTL": "0"}, "SIDECAR_DEFAULT_TTL: must be more than 0"),
+        ({}, {"SIDECAR_DEFAULT_TTL": "1w"}, "SIDECAR_DEFAULT_TTL: duration must be"),
+        ({}, {"SIDECAR_UUID_NAMESPACE": "nope"}, "SIDECAR_UUID_NAMESPACE: namespace must be"),
+        ({}, {"SIDECAR_KEY_FILE": "/k.pem"}, "SIDECAR_UUID_SALT: must be set"),
+        ({"production": True}, {}, "production mode: no key configured"),
+        ({}, {"SIDECAR_LISTEN": "localhost"}, "SIDECAR_LISTEN: 'localhost' is not host:port"),
+        ({}, {"SIDECAR_LISTEN": "unix:/x.sock"}, "SIDECAR_LISTEN: write Unix sockets as unix:///"),
+        ({}, {"SIDECAR_LISTEN": " , "}, "SIDECAR_LISTEN: at least one"),
+        ({}, {"SIDECAR_METRICS_ADDR": "9464"}, "SIDECAR_METRICS_ADDR: '9464' is not host:port"),
+        ({}, {"SIDECAR_WORKERS": "two"}, "SIDECAR_WORKERS: must be a positive integer"),
+        ({}, {"SIDECAR_WORKERS": "0"}, "SIDECAR_WORKERS: must be at least 1"),
+    ],
+)
+def test_refusals_are_one_line_naming_the_setting(flags, env, message):
+    with pytest.raises(ConfigError) as exc:
+        from_sources(flags, env)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
