@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Callable
 
 from sidecar import keys as keys_mod
@@ -62,6 +63,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
                            server.ServerOptions(reuse_port=reuse_port, unix=unix))
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
     runtime.start()
+    from sidecar.supervisor import WORKER_SIGNALS
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
     log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
     runtime.wait()
     log.info("worker %d drained", index)

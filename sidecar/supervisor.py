@@ -22,6 +22,9 @@ from sidecar.errors import ConfigError
 
 log = logging.getLogger("sidecar.supervisor")
 
+#: Signals a worker handles itself; blocked from fork until its handlers exist.
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 def check_tcp_ports(listen: Sequence[str]) -> None:
     """Fail with one line if a TCP address cannot be bound (before grpc logs its own error)."""
@@ -73,7 +76,11 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         pid = os.fork()
         if pid == 0:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            # Hold drain/reload signals until the worker has its own handlers
+            # (run_worker unblocks them): a SIGTERM during start-up is then
+            # delivered as a drain instead of killing the worker outright.
+            signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+            for sig in (*WORKER_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
@@ -108,18 +115,30 @@ class Supervisor:
         for index in range(self.workers):
             self._spawn(index)
         log.info("master %d: %d workers %s", os.getpid(), self.workers, sorted(self.children))
+        deadline: float | None = None
         while self.children:
+            if self.draining and deadline is None:
+                deadline = time.monotonic() + self.grace + 5
             try:
-                pid, status = os.waitpid(-1, 0)
+                # Polled, not blocking: a blocking waitpid is retried after a
+                # signal handler (PEP 475) and would never see the deadline.
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            except InterruptedError:
+            if pid == 0:  # nobody exited: check the drain deadline, then poll again
+                if deadline is not None and time.monotonic() > deadline:
+                    log.error("workers %s did not drain within %.0fs; killing them", sorted(self.children), self.grace + 5)
+                    self._forward(signal.SIGKILL)
+                    self.exit_codes.append(1)
+                    deadline = float("inf")
+                time.sleep(0.1)
                 continue
             if pid not in self.children:
                 continue
             index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.draining:
+                log.info("worker %d (pid %d) exited with %d", index, pid, code)
                 self.exit_codes.append(code)
                 continue
             log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)

@@ -144,7 +144,7 @@ def test_keygen_refuses_short_keys(tmp_path):
 def test_prefork_workers_serve_tcp_and_unix_and_drain(spawn_sidecar, key_env, short_tmp, openssl_keys):
     port = free_port()
     sock = short_tmp / "w.sock"
-    p = spawn_sidecar("--workers", "2", env=key_env, addr=f"127.0.0.1:{port},unix://{sock}")
+    p = spawn_sidecar("--workers", "2", "--grace", "3s", env=key_env, addr=f"127.0.0.1:{port},unix://{sock}")
     wait_serving(f"unix://{sock}", p.proc)
     pids = set()
     for _ in range(8):  # SO_REUSEPORT spreads connections: fresh channels reach both workers
@@ -156,7 +156,7 @@ def test_prefork_workers_serve_tcp_and_unix_and_drain(spawn_sidecar, key_env, sh
     assert len(children) == 2
     code, err = p.stop()
     assert code == 0, err
-    assert err.count("drained") == 2
+    assert err.count("drained") == 2, err
 
 
 def test_prefork_refuses_port_held_by_a_stale_server(key_env):
@@ -177,3 +177,15 @@ def test_demo_runs():
     for text in ("OUTCOME_NEW_IDENTITY", "OUTCOME_SAME_IDENTITY", "OUTCOME_SWITCHED_IDENTITY", "INVALID_ARGUMENT",
                  "drained and exited with 0"):
         assert text in r.stdout
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.6])
+def test_prefork_sigterm_during_worker_startup_still_drains_cleanly(spawn_sidecar, key_env, delay):
+    """Regression: a worker that got SIGTERM before installing its handler died with -15."""
+    import time
+
+    p = spawn_sidecar("--workers", "2", "--grace", "2s", env=key_env, wait=False)
+    time.sleep(delay)
+    code, err = p.stop()
+    assert code == 0, err
+    assert "exited with -15" not in err
