@@ -74,12 +74,15 @@ class Supervisor:
         self.exit_codes: list[int] = []
 
     def _spawn(self, index: int) -> None:
+        # Block drain/reload signals across fork: the child is born with them
+        # held (so the master's handlers never run in it) and keeps them held
+        # until run_worker has its own handlers, so a SIGTERM during start-up
+        # becomes a drain instead of killing the worker outright.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         if pid == 0:
-            # Hold drain/reload signals until the worker has its own handlers
-            # (run_worker unblocks them): a SIGTERM during start-up is then
-            # delivered as a drain instead of killing the worker outright.
-            signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
             for sig in (*WORKER_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
