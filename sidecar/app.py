@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sidecar import events as events_mod
 from sidecar import keys as keys_mod
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
@@ -16,8 +17,19 @@ log = logging.getLogger("sidecar")
 
 def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
     observer.key_activated(key)
+    event_settings, _ = events_mod.load(cfg.events_config)  # checked (and warned about) by load_events
     return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
-                   observer=observer)
+                   observer=observer, events=event_settings, previous_key_grace=cfg.previous_key_grace)
+
+
+def load_events(cfg: Config) -> events_mod.EventSettings:
+    """Read ``SIDECAR_EVENTS_CONFIG`` before serving: a bad file stops start-up (``ConfigError``,
+    one line per problem); an event on both data lists is logged as a warning."""
+    settings, warnings = events_mod.load(cfg.events_config)
+    for warning in warnings:
+        log.warning("events config %s: %s", cfg.events_config, warning)
+    log.info("event settings from %s: %s", cfg.events_config or "the documented defaults", settings.as_dict())
+    return settings
 
 
 def make_observer(cfg: Config) -> Observer:
@@ -64,6 +76,7 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
 
 def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
+    load_events(cfg)  # fail fast, before any worker starts
     if cfg.workers == 1:
         return run_worker(cfg, key, reuse_port=False, unix=True)
     from dataclasses import replace
