@@ -12,13 +12,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from token_forge import HOUR, NOW, claims, foreign_key, rs256  # noqa: F401  (fixture)
 
 from sidecar import events, keys
-from sidecar.events import EventPolicy, EventSettings, EventsConfigError
+from sidecar.events import EventPolicy, EventsConfigError, EventSettings
 from sidecar.observe import Observer
-from sidecar.verify import Verifier
 from sidecar.v1 import identity_pb2 as pb
-from token_forge import HOUR, NOW, claims, foreign_key, rs256  # noqa: F401  (fixture)
+from sidecar.verify import Verifier
 
 EVENT = "x.event"
 OTHER = "other.event"
@@ -254,7 +254,7 @@ def ask(stub: object, action: str, changes: bool, jwt: str = "") -> tuple[bool, 
     return r.accepted, r.requires_jwt, r.rule
 
 
-def test_evaluate_event_over_the_wire_with_defaults(start_server, token_set: dict[str, str]) -> None:  # noqa: ANN001
+def test_evaluate_event_over_the_wire_with_defaults(start_server, token_set: dict[str, str]) -> None:
     obs = Decisions()
     s = start_server(observer=obs, clock=lambda: NOW)
     for transport in ("tcp", "unix"):
@@ -272,7 +272,7 @@ def test_evaluate_event_over_the_wire_with_defaults(start_server, token_set: dic
     assert len(obs.decisions) == 14
 
 
-def test_evaluate_event_over_the_wire_with_a_settings_file(start_server, tmp_path: Path,  # noqa: ANN001
+def test_evaluate_event_over_the_wire_with_a_settings_file(start_server, tmp_path: Path,
                                                           token_set: dict[str, str]) -> None:
     path = write(tmp_path, 'anonymous_without_jwt = ["page.visit"]\n'
                            'data_without_jwt = ["newsletter.signup"]\n'
@@ -292,7 +292,7 @@ def test_evaluate_event_over_the_wire_with_a_settings_file(start_server, tmp_pat
 @pytest.mark.parametrize(("action", "message"), [
     ("", "action: is required"), ("bad action", "action: must be dot-separated"),
 ])
-def test_evaluate_event_bad_action_is_invalid_argument(start_server, action: str, message: str) -> None:  # noqa: ANN001
+def test_evaluate_event_bad_action_is_invalid_argument(start_server, action: str, message: str) -> None:
     obs = Decisions()
     s = start_server(observer=obs)
     with pytest.raises(grpc.RpcError) as err:
@@ -305,7 +305,7 @@ def test_evaluate_event_bad_action_is_invalid_argument(start_server, action: str
 
 # --- sidecar serve with SIDECAR_EVENTS_CONFIG ---------------------------------------
 
-def test_serve_reads_the_settings_file(spawn_sidecar, tmp_path: Path) -> None:  # noqa: ANN001
+def test_serve_reads_the_settings_file(spawn_sidecar, tmp_path: Path) -> None:
     path = write(tmp_path, 'anonymous_without_jwt = ["page.visit"]\ndata_with_jwt = []\n')
     proc = spawn_sidecar(env={"SIDECAR_EVENTS_CONFIG": path})
     with grpc.insecure_channel(proc.addr) as channel:
@@ -319,7 +319,7 @@ def test_serve_reads_the_settings_file(spawn_sidecar, tmp_path: Path) -> None:  
         assert ask(stub, "profile.update", True) == (True, False, "jwt_list_empty")
 
 
-def test_serve_warns_about_an_event_on_both_data_lists(spawn_sidecar, tmp_path: Path) -> None:  # noqa: ANN001
+def test_serve_warns_about_an_event_on_both_data_lists(spawn_sidecar, tmp_path: Path) -> None:
     path = write(tmp_path, 'data_without_jwt = ["form.submit"]\ndata_with_jwt = ["form.submit"]\n')
     proc = spawn_sidecar(env={"SIDECAR_EVENTS_CONFIG": path})
     code, err = proc.stop()
@@ -333,7 +333,7 @@ def test_serve_fails_fast_on_a_bad_settings_file(tmp_path: Path) -> None:
     path = write(tmp_path, 'data_with_jwt = ["form submit"]\n')
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SIDECAR_EVENTS_CONFIG": path,
            "SIDECAR_LISTEN": f"127.0.0.1:{free_port()}", "SIDECAR_METRICS_ADDR": ""}
-    r = subprocess.run(sidecar_cmd("serve"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(sidecar_cmd("serve"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last == (f"sidecar: error: events config {path}: data_with_jwt[0]: 'form submit' must be "
@@ -346,7 +346,7 @@ def test_serve_fails_fast_on_a_bad_settings_file(tmp_path: Path) -> None:
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     from conftest import ROOT, sidecar_cmd
 
-    return subprocess.run(sidecar_cmd(*args), cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=60,
+    return subprocess.run(sidecar_cmd(*args), cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=60, check=False,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
 
 
@@ -386,8 +386,8 @@ def test_cli_events_check_bad_file_one_line_per_problem(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stdout == ""
     assert r.stderr.splitlines() == [
-        f"sidecar: error: events config {path}: unknown key 'extra' (allowed: anonymous_without_jwt, "
-        "data_without_jwt, data_with_jwt)",
+        (f"sidecar: error: events config {path}: unknown key 'extra' (allowed: anonymous_without_jwt, "
+         "data_without_jwt, data_with_jwt)"),
         f"events config {path}: data_with_jwt: must be a list of event names, got a string",
     ]
 
@@ -402,6 +402,6 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "sidecar"
     if not script.exists():
         pytest.skip("no console script next to this interpreter (not installed with pip -e)")
-    r = subprocess.run([str(script), "events", "check", "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([str(script), "events", "check", "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0 and "FILE" in r.stdout
 

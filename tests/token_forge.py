@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import openssl
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
 
-from conftest import openssl
 from sidecar import keys
 
 UUID = "345d4c8f-5aff-591d-a19c-1ca48923d9ee"
