@@ -6,6 +6,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from sidecar import events as events_mod
 from sidecar import keys as keys_mod
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
@@ -21,10 +22,21 @@ DEV_BANNER = (
 )
 
 
-def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
+def make_sidecar(cfg: Config, key: SigningKey, observer: Observer,
+                 event_settings: events_mod.EventSettings | None = None) -> Sidecar:
     observer.key_activated(key)
     return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
-                   observer=observer)
+                   observer=observer, events=event_settings, previous_key_grace=cfg.previous_key_grace)
+
+
+def load_events(cfg: Config) -> events_mod.EventSettings:
+    """Read ``SIDECAR_EVENTS_CONFIG`` before serving: a bad file stops start-up (``ConfigError``,
+    one line per problem); an event on both data lists is logged as a warning."""
+    settings, warnings = events_mod.load(cfg.events_config)
+    for warning in warnings:
+        log.warning("events config %s: %s", cfg.events_config, warning)
+    log.info("event settings from %s: %s", cfg.events_config or "the documented defaults", settings.as_dict())
+    return settings
 
 
 def make_observer(cfg: Config) -> Observer:
@@ -53,12 +65,13 @@ def reloader(cfg: Config, sidecar: Sidecar) -> Callable[[], None]:
     return reload
 
 
-def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, index: int = 0) -> int:
+def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, index: int = 0,
+               event_settings: events_mod.EventSettings | None = None) -> int:
     """Serve in this process until SIGTERM has drained it. Returns the exit code."""
     from sidecar import server
 
     observer = make_observer(cfg)
-    sidecar = make_sidecar(cfg, key, observer)
+    sidecar = make_sidecar(cfg, key, observer, event_settings)
     runtime = server.build(sidecar, cfg.listen, observer,
                            server.ServerOptions(reuse_port=reuse_port, unix=unix))
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
@@ -77,12 +90,13 @@ def serve(cfg: Config, key: SigningKey) -> int:
     from sidecar.supervisor import check_tcp_ports
 
     check_tcp_ports(cfg.listen)
+    settings = load_events(cfg)  # fail fast, before any worker starts
     if cfg.dev_mode:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
             log.warning(line)
     log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
     if cfg.workers == 1:
-        return run_worker(cfg, key, reuse_port=False, unix=True)
+        return run_worker(cfg, key, reuse_port=False, unix=True, event_settings=settings)
     from dataclasses import replace
 
     from sidecar.supervisor import Supervisor, reserve_tcp_ports
@@ -90,7 +104,8 @@ def serve(cfg: Config, key: SigningKey) -> int:
     listen, held = reserve_tcp_ports(cfg.listen)
     cfg = replace(cfg, listen=tuple(listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
-    sup = Supervisor(cfg.workers, lambda i: run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i),
+    sup = Supervisor(cfg.workers, lambda i: run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i,
+                                                       event_settings=settings),
                      cfg.grace.total_seconds())
     try:
         return sup.run()

@@ -30,6 +30,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--listen", help="comma-separated unix:///path and host:port addresses [SIDECAR_LISTEN]")
     p.add_argument("--metrics-addr", help="host:port for /metrics; empty disables [SIDECAR_METRICS_ADDR]")
     p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
+    p.add_argument("--verify-previous-key-grace", dest="previous_key_grace",
+                   help="also accept the previous key's tokens this long after a rotation, e.g. 1h; "
+                        "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
     p.add_argument("--production", action="store_true", default=None,
@@ -62,7 +65,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="start a development-mode server, resolve identities through it, print the results")
     d.add_argument("--email", default="customer@synerise.com")
+    _events_parsers(sub)
     return parser
+
+
+def _events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser("events", help="event authentication settings (SIDECAR_EVENTS_CONFIG)")
+    ev_sub = ev.add_subparsers(dest="events_command", required=True, metavar="SUBCOMMAND")
+    check = ev_sub.add_parser("check", help="validate a settings file; print the lists and the decision table")
+    check.add_argument("file", metavar="FILE", help="TOML file with the three event lists")
+    check.add_argument("--action", action="append", default=[],
+                       help="also show this event action in the decision table (repeatable)")
+
+    v = sub.add_parser("verify", help="check a token the way Synerise does; exit 0 when valid, 1 when not")
+    v.add_argument("token", metavar="TOKEN", help="the compact JWT, or - to read it from stdin")
+    v.add_argument("--key-file", help="check against this private or public key file instead of asking the server")
+    v.add_argument("--key-passphrase-file", default=os.environ.get("SIDECAR_KEY_PASSPHRASE_FILE"))
+    v.add_argument("--addr", help="server address (default: the first of SIDECAR_LISTEN)")
 
 
 def _default_addr() -> str:
@@ -79,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in
              ("key_file", "key_passphrase_file", "uuid_salt", "uuid_namespace", "default_ttl", "listen",
               "metrics_addr", "events_config", "grace", "workers", "production")}
+    flags["previous_key_grace"] = args.previous_key_grace
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
     if cfg.dev_mode:
@@ -161,6 +181,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "keygen": cmd_keygen, "public-key": cmd_public_key,
             "health": cmd_health, "demo": cmd_demo}
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """``sidecar events check FILE``: the effective lists, warnings and decision table."""
+    from sidecar import events
+    from sidecar.errors import InvalidArgument
+
+    settings, warnings = events.load(args.file)
+    for action in args.action:
+        try:
+            events.check_action(action, "--action")
+        except InvalidArgument as exc:
+            raise ConfigError(f"{exc.field}: {action!r} {exc.rule}") from None
+    print(f"{args.file}: valid")
+    empty_means = {events.ANONYMOUS: "every event is accepted for anonymous customers",
+                   events.DATA_WITHOUT_JWT: "every event may change data without a JWT, if data_with_jwt is empty too",
+                   events.DATA_WITH_JWT: "no event requires a JWT"}
+    for name, values in settings.as_dict().items():
+        note = f"  # empty: {empty_means[name]}" if not values else ""
+        print(f"{name} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in values)}]{note}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    rows = events.table(settings, args.action)
+    width = max(len("action"), *(len(r[0]) for r in rows))
+    print()
+    print(f"{'action':<{width}}  changes data  {'without a JWT':<34}  with a valid JWT")
+    for action, changes, without, with_ in rows:
+        w = f"{without.label} ({without.rule})"
+        print(f"{action:<{width}}  {'yes' if changes else 'no':<12}  {w:<34}  {with_.label}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``sidecar verify TOKEN``: print the verdict; exit 0 valid, 1 invalid."""
+    import datetime
+
+    token = sys.stdin.read().strip() if args.token == "-" else args.token.strip()
+    if args.key_file:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        from sidecar import verify
+
+        pem, *_ = _public_from_file(args.key_file, args.key_passphrase_file)
+        public = serialization.load_pem_public_key(pem.encode("ascii"))
+        assert isinstance(public, rsa.RSAPublicKey)
+        info = keys.describe_public(public, args.key_file)
+        v = verify.Verifier(lambda: info).verify(token) if token else verify.Verdict.invalid("malformed")
+        valid, reason, email, uuid_, exp, key_id = v.valid, v.reason, v.email, v.uuid, v.expires_at, v.key_id
+    else:
+        import grpc
+
+        from sidecar import client
+        from sidecar.v1 import identity_pb2 as pb
+
+        with client.connect(args.addr or _default_addr()) as stub:
+            try:
+                r = stub.VerifyToken(pb.VerifyTokenRequest(jwt=token), timeout=5)
+            except grpc.RpcError as exc:
+                raise ConfigError(f"VerifyToken failed: {exc.code().name}: {exc.details()}") from None
+        valid, reason, email, uuid_, exp, key_id = r.valid, r.reason, r.email, r.uuid, r.expires_at.seconds, r.key_id
+    if not valid:
+        print(f"invalid: {reason}")
+        return 1
+    expires = datetime.datetime.fromtimestamp(exp, datetime.UTC).isoformat()
+    print(f"valid\nuuid: {uuid_}\nemail: {email}\nexpires_at: {expires}\nkey_id: {key_id}")
+    return 0
+
+
+COMMANDS.update({"events": cmd_events, "verify": cmd_verify})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ ENV = {
     "listen": "SIDECAR_LISTEN",
     "metrics_addr": "SIDECAR_METRICS_ADDR",
     "events_config": "SIDECAR_EVENTS_CONFIG",
+    "previous_key_grace": "SIDECAR_VERIFY_PREVIOUS_KEY_GRACE",
     "grace": "SIDECAR_GRACE",
     "workers": "SIDECAR_WORKERS",
 }
@@ -55,6 +56,8 @@ class Config:
     metrics_addr: str = "127.0.0.1:9464"
     #: TOML file with the event authentication lists; ``None``: the documented defaults.
     events_config: str | None = None
+    #: VerifyToken/EvaluateEvent also accept the previous key this long after a rotation (0: off, as Synerise).
+    previous_key_grace: timedelta = timedelta(0)
     #: How long SIGTERM waits for in-flight calls.
     grace: timedelta = timedelta(seconds=10)
     #: Refuse development mode: a key and a salt must be configured.
@@ -73,6 +76,8 @@ class Config:
             _check_listen(addr)
         if self.metrics_addr:
             _check_host_port(self.metrics_addr, "SIDECAR_METRICS_ADDR")
+        if not timedelta(0) <= self.previous_key_grace <= MAX_TTL:
+            raise ConfigError("SIDECAR_VERIFY_PREVIOUS_KEY_GRACE: must be between 0 and 7 days")
         if self.grace < timedelta(0):
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
@@ -142,6 +147,12 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
                 kwargs[name] = parse_duration(str(value))
             except ValueError as exc:
                 raise ConfigError(f"{ENV[name]}: {exc}") from None
+    previous_key_grace = pick("previous_key_grace")
+    if previous_key_grace not in (None, ""):
+        try:
+            kwargs["previous_key_grace"] = parse_duration(str(previous_key_grace))
+        except ValueError as exc:
+            raise ConfigError(f"SIDECAR_VERIFY_PREVIOUS_KEY_GRACE: {exc}") from None
     listen = pick("listen")
     if listen is not None:
         kwargs["listen"] = tuple(a.strip() for a in str(listen).split(",") if a.strip())

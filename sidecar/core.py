@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sidecar import cookies, identity, tokens, validation
+from sidecar import events as events_mod
+from sidecar import verify as verify_mod
 from sidecar.errors import NoKey
 from sidecar.keys import SigningKey
 from sidecar.observe import Observer
@@ -72,6 +74,8 @@ class Sidecar:
         default_ttl: timedelta = validation.DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
+        events: events_mod.EventSettings | None = None,
+        previous_key_grace: timedelta = timedelta(0),
     ) -> None:
         self.keys = keys
         self.observer = observer or Observer()
@@ -79,6 +83,12 @@ class Sidecar:
         self.namespace = namespace
         self.default_ttl = default_ttl
         self.clock = clock
+        # Token checks (VerifyToken) and the event settings (EvaluateEvent); the
+        # verifier remembers the key a rotation replaces, for the optional grace.
+        self.verifier = verify_mod.Verifier(lambda: self.keys.current, clock=clock,
+                                            previous_key_grace=previous_key_grace)
+        keys.on_swap(self.verifier.remember_previous)
+        self.event_policy = events_mod.EventPolicy(events or events_mod.DEFAULTS, self.verifier.verify)
 
     def resolve_identity(
         self,

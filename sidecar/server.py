@@ -137,6 +137,28 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
         return self._run("GetPublicKey", context, call)
 
+    def VerifyToken(self, request: pb.VerifyTokenRequest, context: grpc.ServicerContext) -> pb.VerifyTokenResponse:
+        def call() -> pb.VerifyTokenResponse:
+            if not request.jwt:
+                raise errors.InvalidArgument("jwt", "is required", "jwt_missing")
+            v = self.sidecar.verifier.verify(request.jwt)
+            if not v.valid:
+                return pb.VerifyTokenResponse(valid=False, reason=v.reason)
+            return pb.VerifyTokenResponse(valid=True, email=v.email, uuid=v.uuid, key_id=v.key_id,
+                                          expires_at=timestamp_pb2.Timestamp(seconds=v.expires_at))
+
+        return self._run("VerifyToken", context, call)
+
+    def EvaluateEvent(self, request: pb.EvaluateEventRequest,
+                      context: grpc.ServicerContext) -> pb.EvaluateEventResponse:
+        def call() -> pb.EvaluateEventResponse:
+            d, _ = self.sidecar.event_policy.evaluate(request.action, request.changes_customer_data, request.jwt)
+            self.observer.event_decision(d.label, d.rule)
+            return pb.EvaluateEventResponse(accepted=d.accepted, requires_jwt=d.requires_jwt, rule=d.rule,
+                                            reason=d.reason)
+
+        return self._run("EvaluateEvent", context, call)
+
 
 @dataclass
 class ServerOptions:

@@ -1,0 +1,114 @@
+"""Named security regressions for token verification.
+
+Each attack token is refused three ways: by the verifier, by ``VerifyToken``
+over the wire, and by ``EvaluateEvent`` for ``form.submit`` (on the JWT list by
+default), where it must count as no token at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from token_forge import (  # noqa: F401  (foreign_key is a fixture)
+    DAY,
+    HOUR,
+    NOW,
+    alg_none,
+    b64json,
+    claims,
+    foreign_key,
+    hs256_with_public_key,
+    replace_part,
+    rs256,
+)
+
+from sidecar import keys
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.verify import Verifier
+
+
+@pytest.fixture
+def refused(start_server, signing_key: keys.SigningKey) -> Callable[[str, str], None]:
+    server = start_server(clock=lambda: NOW)
+    stub = server.stub()
+
+    def check(token: str, reason: str) -> None:
+        assert Verifier(lambda: signing_key, clock=lambda: NOW).verify(token).reason == reason
+        r = stub.VerifyToken(pb.VerifyTokenRequest(jwt=token), timeout=5)
+        assert (r.valid, r.reason, r.email, r.uuid) == (False, reason, "", "")
+        e = stub.EvaluateEvent(pb.EvaluateEventRequest(action="form.submit", changes_customer_data=True, jwt=token),
+                               timeout=5)
+        assert (e.accepted, e.requires_jwt, e.rule) == (False, True, "jwt_list")
+        assert reason in e.reason
+
+    # The control: the same server accepts a genuine token, so a refusal means something.
+    genuine = rs256(signing_key, claims())
+    assert stub.VerifyToken(pb.VerifyTokenRequest(jwt=genuine), timeout=5).valid
+    return check
+
+
+def test_alg_none_is_refused(refused: Callable[[str, str], None]) -> None:
+    for alg in ("none", "None", "NONE", "nOnE"):
+        refused(alg_none(claims(), alg), "wrong_alg")
+
+
+def test_alg_none_with_a_copied_rs256_signature_is_refused(refused: Callable[[str, str], None],
+                                                           signing_key: keys.SigningKey) -> None:
+    genuine = rs256(signing_key, claims())
+    refused(replace_part(genuine, 0, {"alg": "none", "typ": "JWT"}), "wrong_alg")
+
+
+def test_hs256_signed_with_the_public_key_bytes_is_refused(refused: Callable[[str, str], None],
+                                                           signing_key: keys.SigningKey) -> None:
+    # Key confusion: the attacker knows the public key (it is pasted into Synerise)
+    # and uses its text as an HMAC secret, in every form the sidecar publishes.
+    for secret in (signing_key.public_pem, signing_key.public_pem.strip(), signing_key.certificate_code,
+                   signing_key.certificate_code_bare):
+        refused(hs256_with_public_key(secret.encode(), claims()), "wrong_alg")
+
+
+def test_other_algorithms_are_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    for alg in ("RS512", "PS256", "ES256", "rs256", ""):
+        refused(replace_part(rs256(signing_key, claims()), 0, {"alg": alg, "typ": "JWT"}), "wrong_alg")
+    refused(replace_part(rs256(signing_key, claims()), 0, {"typ": "JWT"}), "wrong_alg")
+
+
+def test_tampered_payload_is_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    genuine = rs256(signing_key, claims())
+    refused(replace_part(genuine, 1, claims(email="attacker@example.com")), "bad_signature")
+    refused(replace_part(genuine, 1, claims(exp=NOW + 6 * DAY)), "bad_signature")
+
+
+def test_tampered_header_is_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    genuine = rs256(signing_key, claims())
+    refused(replace_part(genuine, 0, {"alg": "RS256", "typ": "JWT", "kid": "attacker"}), "bad_signature")
+    refused(replace_part(genuine, 0, {"typ": "JWT", "alg": "RS256", "x5u": "https://attacker.example/k"}),
+            "bad_signature")
+
+
+def test_expired_token_is_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    refused(rs256(signing_key, claims(exp=NOW - 1)), "expired")
+    refused(rs256(signing_key, claims(exp=NOW)), "expired")
+
+
+def test_exp_eight_days_ahead_is_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    refused(rs256(signing_key, claims(exp=NOW + 8 * DAY)), "lifetime_too_long")
+
+
+def test_missing_uuid_is_refused(refused: Callable[[str, str], None], signing_key: keys.SigningKey) -> None:
+    refused(rs256(signing_key, claims(uuid=None)), "missing_claim")
+
+
+def test_token_from_another_rsa_key_is_refused(refused: Callable[[str, str], None],
+                                               foreign_key: keys.SigningKey) -> None:  # noqa: F811
+    refused(rs256(foreign_key, claims()), "bad_signature")
+
+
+def test_unsigned_payload_swap_keeps_no_claims(refused: Callable[[str, str], None],
+                                               signing_key: keys.SigningKey) -> None:
+    # A valid signature glued onto another token's header and payload.
+    a = rs256(signing_key, claims()).split(".")
+    b = rs256(signing_key, claims(email="other@example.com", exp=NOW + 2 * HOUR)).split(".")
+    refused(".".join([a[0], b[1], a[2]]), "bad_signature")
+    refused(f"{b64json({'alg': 'RS256', 'typ': 'JWT'})}.{a[1]}.", "bad_signature")
