@@ -9,7 +9,7 @@ STAMP    = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	$(BIN)/python -m pip install -q -e '.[test,dev,example]' -e clients/python
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: install, start a development-mode sidecar, resolve identities through it
