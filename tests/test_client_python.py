@@ -189,10 +189,30 @@ def test_deadline_and_unreachable_server() -> None:
     assert err.value.attempts == 1
 
 
-def test_deadline_exceeded(start_server: Callable[..., Running]) -> None:
-    server = start_server()
-    with SidecarClient(server.tcp, timeout=1e-6) as client, pytest.raises(DeadlineExceeded):
-        client.get_public_key()
+def test_deadline_exceeded() -> None:
+    """A real gRPC server whose GetPublicKey answers after 3 s: the 0.3 s deadline must fire."""
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    release = threading.Event()
+
+    def slow(request: bytes, context: grpc.ServicerContext) -> bytes:
+        release.wait(3)
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "sidecar.v1.IdentityService", {"GetPublicKey": grpc.unary_unary_rpc_method_handler(slow)})
+    server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with SidecarClient(f"127.0.0.1:{port}", timeout=0.3) as client, pytest.raises(DeadlineExceeded):
+            client.get_public_key()
+    finally:
+        release.set()
+        server.stop(0)
 
 
 def test_bad_options_are_refused() -> None:
