@@ -56,7 +56,10 @@ def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.soc
 class Supervisor:
     """Fork ``workers`` processes, each running ``run_worker(index)``."""
 
-    def __init__(self, workers: int, run_worker: Callable[[int], int], grace: float) -> None:
+    def __init__(self, workers: int, run_worker: Callable[[int], int], grace: float,
+                 on_exit: Callable[[int], None] | None = None) -> None:
+        #: Called in the master with the pid of every worker that ended (metrics bookkeeping).
+        self.on_exit = on_exit
         self.workers = workers
         self.run_worker = run_worker
         self.grace = grace
@@ -112,6 +115,8 @@ class Supervisor:
             index = self.children.pop(pid, None)
             if index is None:
                 continue
+            if self.on_exit is not None:
+                self.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.draining:
                 self.exit_codes.append(code)
