@@ -73,9 +73,11 @@ class _Series:
 
 def _code(context: grpc.ServicerContext, failed: bool) -> grpc.StatusCode:
     code: grpc.StatusCode | None = context.code()
-    if code is None:
-        return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-    return code
+    if code is not None:
+        return code
+    if not context.is_active():  # the caller cancelled or its deadline passed
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
 class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints

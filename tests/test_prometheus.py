@@ -145,8 +145,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, openssl_keys: Path) -> Itera
         _wait("a first scrape of the sidecar (series at 0)",
               lambda: [r["value"][1] for r in s.query('sidecar_tokens_issued_total{rpc="IssueToken"}')] == ["0"])
         s.issued, s.rejected = _calls(grpc_addr)
-        _wait("the traffic in Prometheus", lambda: s.query("sum(sidecar_tokens_issued_total)")[0]["value"][1]
-              == str(s.issued))
+        _wait("the traffic in Prometheus", lambda: [
+            s.query("sum(sidecar_tokens_issued_total)")[0]["value"][1],
+            s.query("sum(sidecar_token_rejections_total)")[0]["value"][1],
+        ] == [str(s.issued), str(sum(s.rejected.values()))])
         # two more scrapes so rate() over the window has points after the traffic
         _wait("two more scrapes", lambda: len(s.query("sidecar_build_info[1m]")[0]["values"]) >= 5)
         yield s
