@@ -94,7 +94,7 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, grpc.ServerIntercep
     rpc_metrics = interceptors.RpcMetrics(registry, interceptors.service_methods(
         identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
         health_pb2.DESCRIPTOR.services_by_name["Health"]))
-    serve_here = cfg.workers == 1 and cfg.metrics_addr and not metrics.multiprocess_enabled()
+    serve_here = cfg.workers == 1 and cfg.metrics_addr
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
 
 
