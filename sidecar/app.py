@@ -102,7 +102,8 @@ def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()  # type: ignore[no-untyped-call] # no *_created series: they double the series count for nothing
+    # No *_created series: they would double the series count for nothing.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if cfg.workers == 1:
         return run_worker(cfg, key, reuse_port=False, unix=True)
     from dataclasses import replace

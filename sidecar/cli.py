@@ -38,7 +38,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
-    p.add_argument("--audit-level", help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
+    p.add_argument("--audit-level",
+                   help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
     p.add_argument("--production", action="store_true", default=None,
                    help="refuse development mode: a key and a salt must be configured")

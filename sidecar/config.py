@@ -84,7 +84,8 @@ class Config:
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
         if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):
-            raise ConfigError(f"SIDECAR_AUDIT_LEVEL: must be DEBUG, INFO, WARNING, ERROR or OFF, got {self.audit_level!r}")
+            raise ConfigError(
+                f"SIDECAR_AUDIT_LEVEL: must be DEBUG, INFO, WARNING, ERROR or OFF, got {self.audit_level!r}")
         if self.audit_format not in ("json", "text"):
             raise ConfigError(f"SIDECAR_AUDIT_FORMAT: must be json or text, got {self.audit_format!r}")
         if self.production and self.key_file is None:

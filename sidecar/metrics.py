@@ -90,7 +90,8 @@ class Metrics(Observer):
             ["outcome"], registry=r)
         self.signing_seconds = Histogram("sidecar_token_signing_seconds", "Time to sign one token (RS256).",
                                          buckets=SIGNING_BUCKETS, registry=r)
-        self.key_info = Gauge("sidecar_signing_key_info", "1 for the active signing key (key_id = RFC 7638 thumbprint).",
+        self.key_info = Gauge("sidecar_signing_key_info",
+                              "1 for the active signing key (key_id = RFC 7638 thumbprint).",
                               ["key_id", "bits"], multiprocess_mode="livemax", registry=r)
         self.key_loaded = Gauge("sidecar_signing_key_loaded_timestamp_seconds",
                                 "Unix time the active signing key was loaded.", multiprocess_mode="livemax", registry=r)

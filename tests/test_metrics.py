@@ -242,17 +242,20 @@ def test_metrics_server_serves_the_registry_and_refuses_a_busy_port():
 # --- across processes -----------------------------------------------------------------------------
 
 
-def scrape(addr: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(addr: str) -> Samples:
     body = urllib.request.urlopen(f"http://{addr}/metrics", timeout=5).read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(body) for s in fam.samples}
 
 
-def sample(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
+def sample(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
-def series(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str) -> dict[tuple[tuple[str, str], ...], float]:
+def series(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
@@ -305,9 +308,10 @@ def test_two_workers_report_summed_metrics(tmp_path, signing_key, openssl_keys):
         pids = audit_pids(err)
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith("sidecar-metrics-")]
 
-        def check(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], issued: int, rejected: int) -> None:
+        def check(samples: Samples, issued: int, rejected: int) -> None:
             assert sample(samples, "sidecar_tokens_issued_total", rpc="IssueToken") == issued
-            assert sample(samples, "sidecar_token_rejections_total", rpc="IssueToken", reason="email_format") == rejected
+            assert sample(samples, "sidecar_token_rejections_total",
+                          rpc="IssueToken", reason="email_format") == rejected
             assert sample(samples, "sidecar_token_rejections_total", rpc="IssueToken", reason="uuid_format") == 0
             assert sample(samples, "grpc_server_handled_total", **rpc_labels("IssueToken", "OK")) == issued
             assert sample(samples, "grpc_server_handled_total",

@@ -123,7 +123,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, openssl_keys: Path) -> Itera
     tmp = tmp_path_factory.mktemp("prometheus")
     grpc_addr, metrics_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "PROMETHEUS_"))}
-    env.update(SIDECAR_LISTEN=grpc_addr, SIDECAR_METRICS_ADDR=metrics_addr, SIDECAR_KEY_FILE=str(openssl_keys / "private.pem"),
+    env.update(SIDECAR_LISTEN=grpc_addr, SIDECAR_METRICS_ADDR=metrics_addr,
+               SIDECAR_KEY_FILE=str(openssl_keys / "private.pem"),
                SIDECAR_UUID_SALT=SALT, SIDECAR_AUDIT_LEVEL="OFF", PYTHONPATH=str(ROOT))
     with (tmp / "sidecar.log").open("wb") as log:
         sidecar = subprocess.Popen(sidecar_cmd("serve"), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
