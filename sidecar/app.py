@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sidecar import events as events_mod
 from sidecar import keys as keys_mod
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
 from sidecar.keys import SigningKey
-from sidecar.observe import Observer
+from sidecar.observe import Observer, Observers
+
+if TYPE_CHECKING:
+    import grpc
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.metrics import MetricsServer
 
 log = logging.getLogger("sidecar")
 
@@ -39,9 +46,14 @@ def load_events(cfg: Config) -> events_mod.EventSettings:
     return settings
 
 
-def make_observer(cfg: Config) -> Observer:
-    """The observers in force (metrics and audit log plug in here)."""
-    return Observer()
+def make_observer(cfg: Config, registry: CollectorRegistry | None = None) -> Observer:
+    """The observers in force: Prometheus metrics on ``registry`` and the audit log."""
+    from prometheus_client import CollectorRegistry
+
+    from sidecar import audit, metrics
+
+    metrics_obs = metrics.Metrics(registry if registry is not None else CollectorRegistry())
+    return Observers(metrics_obs, audit.AuditLog(audit.configure(cfg.audit_level, cfg.audit_format)))
 
 
 def reloader(cfg: Config, sidecar: Sidecar) -> Callable[[], None]:
@@ -70,10 +82,12 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     """Serve in this process until SIGTERM has drained it. Returns the exit code."""
     from sidecar import server
 
-    observer = make_observer(cfg)
+    registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
+    observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    runtime = server.build(sidecar, cfg.listen, observer,
-                           server.ServerOptions(reuse_port=reuse_port, unix=unix))
+    opts = server.ServerOptions(reuse_port=reuse_port, unix=unix)
+    opts.interceptors.insert(0, rpc_metrics)  # outermost: it sees every refusal
+    runtime = server.build(sidecar, cfg.listen, observer, opts)
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
     runtime.start()
     from sidecar.supervisor import WORKER_SIGNALS
@@ -81,12 +95,36 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
     log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
     runtime.wait()
+    if metrics_http is not None:
+        metrics_http.close()
     log.info("worker %d drained", index)
     return 0
 
 
+def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, grpc.ServerInterceptor, MetricsServer | None]:
+    """This process's registry, the RPC metrics interceptor, and ``/metrics`` when it serves alone.
+
+    With pre-forked workers the registry is never served: values go to the
+    multiprocess files and the master serves their sum.
+    """
+    from grpc_health.v1 import health_pb2
+    from prometheus_client import CollectorRegistry
+
+    from sidecar import interceptors, metrics
+    from sidecar.v1 import identity_pb2
+
+    registry = CollectorRegistry()
+    rpc_metrics = interceptors.RpcMetrics(registry, interceptors.service_methods(
+        identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"]))
+    serve_here = cfg.workers == 1 and cfg.metrics_addr
+    return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
+
+
 def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
+    from prometheus_client import disable_created_metrics
+
     from sidecar.supervisor import check_tcp_ports
 
     check_tcp_ports(cfg.listen)
@@ -95,20 +133,28 @@ def serve(cfg: Config, key: SigningKey) -> int:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
             log.warning(line)
     log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
+    # No *_created series: they would double the series count for nothing.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     if cfg.workers == 1:
         return run_worker(cfg, key, reuse_port=False, unix=True, event_settings=settings)
     from dataclasses import replace
 
+    from sidecar.metrics import MultiprocessExporter
     from sidecar.supervisor import Supervisor, reserve_tcp_ports
 
     listen, held = reserve_tcp_ports(cfg.listen)
     cfg = replace(cfg, listen=tuple(listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
-    sup = Supervisor(cfg.workers, lambda i: run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i,
-                                                       event_settings=settings),
-                     cfg.grace.total_seconds())
+    exporter = MultiprocessExporter(cfg.metrics_addr)  # before forking: workers inherit its value class
+
+    def worker(i: int) -> int:
+        exporter.after_fork()
+        return run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i, event_settings=settings)
+
+    sup = Supervisor(cfg.workers, worker, cfg.grace.total_seconds(), on_exit=exporter.process_dead)
     try:
         return sup.run()
     finally:
+        exporter.close()
         for s in held:
             s.close()

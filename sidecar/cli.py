@@ -35,6 +35,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
+    p.add_argument("--audit-level",
+                   help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
+    p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
     p.add_argument("--production", action="store_true", default=None,
                    help="refuse development mode: a key and a salt must be configured")
     p.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
@@ -98,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in
              ("key_file", "key_passphrase_file", "uuid_salt", "uuid_namespace", "default_ttl", "listen",
               "metrics_addr", "events_config", "grace", "workers", "production")}
-    flags["previous_key_grace"] = args.previous_key_grace
+    flags.update(previous_key_grace=args.previous_key_grace, audit_level=args.audit_level, audit_format=args.audit_format)
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
     if cfg.dev_mode:

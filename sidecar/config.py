@@ -33,6 +33,8 @@ ENV = {
     "previous_key_grace": "SIDECAR_VERIFY_PREVIOUS_KEY_GRACE",
     "grace": "SIDECAR_GRACE",
     "workers": "SIDECAR_WORKERS",
+    "audit_level": "SIDECAR_AUDIT_LEVEL",
+    "audit_format": "SIDECAR_AUDIT_FORMAT",
 }
 
 
@@ -64,6 +66,10 @@ class Config:
     production: bool = False
     #: Worker processes serving gRPC (1: everything in this process).
     workers: int = 1
+    #: Audit log level: INFO (issued and rejected), WARNING (rejected only), OFF.
+    audit_level: str = "INFO"
+    #: Audit log format: ``json`` (one object per line) or ``text``.
+    audit_format: str = "json"
     #: Extra settings later features add without widening this signature.
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -82,6 +88,11 @@ class Config:
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
+        if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):
+            raise ConfigError(
+                f"SIDECAR_AUDIT_LEVEL: must be DEBUG, INFO, WARNING, ERROR or OFF, got {self.audit_level!r}")
+        if self.audit_format not in ("json", "text"):
+            raise ConfigError(f"SIDECAR_AUDIT_FORMAT: must be json or text, got {self.audit_format!r}")
         if self.production and self.key_file is None:
             raise ConfigError("production mode: no key configured; set SIDECAR_KEY_FILE or --key-file")
         if self.key_file is not None and self.uuid_salt is None:
@@ -168,6 +179,11 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["workers"] = int(text)
         else:
             raise ConfigError(f"SIDECAR_WORKERS: must be a positive integer or 'auto', got {text!r}")
+    for name in ("audit_level", "audit_format"):
+        value = pick(name)
+        if value not in (None, ""):
+            text = str(value).strip()
+            kwargs[name] = text.upper() if name == "audit_level" else text.lower()
     if flags.get("production"):
         kwargs["production"] = True
     return Config(**kwargs)  # type: ignore[arg-type]

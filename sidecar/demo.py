@@ -33,6 +33,7 @@ def run(email: str) -> int:
     with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
         sock = f"unix://{Path(tmp) / 'sidecar.sock'}"
         env = {**os.environ, "SIDECAR_LISTEN": sock, "SIDECAR_METRICS_ADDR": ""}
+        env.setdefault("SIDECAR_AUDIT_FORMAT", "text")  # the audit lines, readable between the demo's output
         env.pop("SIDECAR_KEY_FILE", None)
         proc = subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env=env)
         try:

@@ -65,7 +65,10 @@ def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.soc
 class Supervisor:
     """Fork ``workers`` processes, each running ``run_worker(index)``."""
 
-    def __init__(self, workers: int, run_worker: Callable[[int], int], grace: float) -> None:
+    def __init__(self, workers: int, run_worker: Callable[[int], int], grace: float,
+                 on_exit: Callable[[int], None] | None = None) -> None:
+        #: Called in the master with the pid of every worker that ended (metrics bookkeeping).
+        self.on_exit = on_exit
         self.workers = workers
         self.run_worker = run_worker
         self.grace = grace
@@ -139,6 +142,8 @@ class Supervisor:
             if pid not in self.children:
                 continue
             index = self.children.pop(pid)
+            if self.on_exit is not None:
+                self.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.draining:
                 log.info("worker %d (pid %d) exited with %d", index, pid, code)
