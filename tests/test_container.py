@@ -29,6 +29,7 @@ import grpc
 import pytest
 import yaml
 from joserfc import jwt
+from joserfc.errors import BadSignatureError
 from joserfc.jwk import RSAKey
 
 from sidecar import __version__
@@ -110,10 +111,9 @@ def image(podman_ready: None) -> Iterator[str]:
         podman("rmi", "-f", TAG, check=False, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def keydir() -> Iterator[Path]:
-    """A key from ``sidecar keygen``, readable by the image's user as a Secret with fsGroup makes it (0440)."""
-    d = Path(tempfile.mkdtemp(prefix="sc-key-", dir="/tmp"))
+def keygen(d: Path) -> Path:
+    """``sidecar keygen`` into ``d``, readable by the image's user as a Secret with fsGroup makes it (0440)."""
+    d.mkdir(exist_ok=True)
     subprocess.run([sys.executable, "-m", "sidecar", "keygen", "--out", str(d)], check=True, capture_output=True,
                    timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     for f in [d, *d.iterdir()]:
@@ -121,7 +121,13 @@ def keydir() -> Iterator[Path]:
     os.chmod(d, 0o750)
     os.chmod(d / "private.pem", 0o440)
     os.chmod(d / "private.der", 0o400)
-    yield d
+    return d
+
+
+@pytest.fixture(scope="module")
+def keydir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="sc-key-", dir="/tmp"))
+    yield keygen(d / "key")
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -154,17 +160,20 @@ def test_refuses_to_start_without_the_mounted_key(image: str) -> None:
     assert "/etc/sidecar/key/private.pem" in p.stderr
 
 
-def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(image: str, keydir: Path) -> None:
+def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(image: str) -> None:
     sockdir = Path(tempfile.mkdtemp(prefix="sc-run-", dir="/tmp"))
+    keydir_run = keygen(sockdir / "key")
+    sockdir = sockdir / "run"
+    sockdir.mkdir()
     os.chown(sockdir, UID, UID)
     port = free_port()
     name = f"sidecar-test-{os.getpid()}"
-    public_pem = (keydir / "public.pem").read_bytes()
+    public_pem = (keydir_run / "public.pem").read_bytes()
     try:
         podman("run", "--detach", "--name", name, "--network", "host",
                "--read-only", "--read-only-tmpfs=false", "--cap-drop", "all",
                "--security-opt", "no-new-privileges",
-               "--volume", f"{keydir}:/etc/sidecar/key:ro", "--volume", f"{sockdir}:/run/sidecar",
+               "--volume", f"{keydir_run}:/etc/sidecar/key:ro", "--volume", f"{sockdir}:/run/sidecar",
                "--env", f"SIDECAR_UUID_SALT={SALT}",
                "--env", f"SIDECAR_LISTEN=unix:///run/sidecar/sidecar.sock,127.0.0.1:{port}",
                "--env", "SIDECAR_METRICS_ADDR=", image)
@@ -192,6 +201,26 @@ def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(i
         assert wr.returncode != 0 and "Read-only file system" in wr.stderr
         assert podman("healthcheck", "run", name, check=False).returncode == 0
 
+        # Rotation as the README does it: the key file is replaced under the
+        # read-only mount (a Secret update), then SIGHUP to PID 1 reloads it.
+        new = keygen(sockdir.parent / "newkey")
+        for f in ("private.pem", "public.pem"):
+            os.replace(new / f, keydir_run / f)
+        podman("exec", name, "sh", "-c", "kill -HUP 1")
+        new_public = (keydir_run / "public.pem").read_bytes()
+        new_id = RSAKey.import_key(new_public).thumbprint()
+        deadline = time.monotonic() + 20
+        with grpc.insecure_channel(f"unix://{sock}") as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            while stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=10).key_id != new_id:
+                assert time.monotonic() < deadline, "SIGHUP did not load the new key"
+                time.sleep(0.2)
+            rotated = stub.IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE_UUID), timeout=10).token
+        assert rotated.key_id == new_id != key_id
+        verify(rotated.jwt, new_public)
+        with pytest.raises(BadSignatureError):
+            verify(rotated.jwt, public_pem)
+
         t0 = time.monotonic()
         podman("stop", "--time", "10", name, timeout=30)
         took = time.monotonic() - t0
@@ -203,7 +232,7 @@ def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(i
         assert "PRIVATE KEY" not in logs
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
-        shutil.rmtree(sockdir, ignore_errors=True)
+        shutil.rmtree(sockdir.parent, ignore_errors=True)
 
 
 def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
