@@ -41,6 +41,7 @@ if [ ! -s "$tarball" ]; then
 fi
 
 podman import \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV LANG=C.UTF-8' \
   --change 'CMD ["python3"]' \
   --message "debootstrap bookworm minbase + python3 (sidecar CI base)" \
