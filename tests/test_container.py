@@ -1,0 +1,326 @@
+"""The container image and the pod manifest, built and run for real with podman.
+
+The image is built by ``scripts/container/build-image.sh`` on the local
+debootstrap base (no registry is reachable here), run as its non-root user with
+a read-only root filesystem and a generated key mounted read-only, and called
+from the host over loopback TCP and over the Unix socket in a mounted
+directory. Then ``deploy/kubernetes/podman/pod.yaml`` is played with
+``podman kube play``: its app container gets a token through the shared socket.
+Tokens are checked with joserfc against the public key ``sidecar keygen`` wrote.
+
+The container shares the host's network namespace only for the TCP test (the
+sidecar binds 127.0.0.1 there); the pod has no network but loopback. podman
+missing or broken is a failure, never a skip: ``make test`` installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+from joserfc import jwt
+from joserfc.errors import BadSignatureError
+from joserfc.jwk import RSAKey
+
+from sidecar import __version__
+from sidecar.client import health_status
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, SALT, free_port
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = ROOT / "scripts" / "container"
+DEPLOY = ROOT / "deploy" / "kubernetes"
+POD_MANIFEST = DEPLOY / "podman" / "pod.yaml"
+UID = 10001
+COOKIE_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
+EMAIL = "customer@synerise.com"
+TAG = f"localhost/sidecar:test-{os.getpid()}"
+#: The whole module must finish well inside CI's budget; every podman call is bounded.
+BUILD_TIMEOUT = 900
+
+
+def podman_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env["CONTAINERS_CONF"] = str(SCRIPTS / "containers.conf")
+    return env
+
+
+def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run podman with the project's containers.conf; fail loudly on error."""
+    p = subprocess.run(["podman", *args], check=False, env=podman_env(), capture_output=True, text=True,
+                       timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def verify(token: str, public_pem: bytes) -> dict[str, object]:
+    """Check a JWT with joserfc: signature, Synerise's exact header and payload, expiry."""
+    key = RSAKey.import_key(public_pem)
+    decoded = jwt.decode(token, key, algorithms=["RS256"])
+    assert decoded.header == {"alg": "RS256", "typ": "JWT"}
+    assert set(decoded.claims) == {"exp", "uuid", "email"}
+    jwt.JWTClaimsRegistry(exp={"essential": True}).validate(decoded.claims)
+    return dict(decoded.claims)
+
+
+@pytest.fixture(scope="module")
+def podman_ready() -> Iterator[None]:
+    """podman works here; afterwards no container, pod or network of ours is left."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is not installed: `make system` installs scripts/apt.d/container.txt")
+    if os.geteuid() != 0:
+        pytest.fail("the container tests run podman as root (CI and developer machines are root)")
+    podman("info", "--format", "{{.Host.OCIRuntime.Name}}", timeout=60)
+    networks = set(podman("network", "ls", "-q").stdout.split())
+    volumes = set(podman("volume", "ls", "-q").stdout.split())
+    pause_existed = podman("image", "exists", "localhost/podman-pause:4.3.1-0", check=False).returncode == 0
+    yield
+    leftover = set(podman("volume", "ls", "-q").stdout.split()) - volumes
+    for v in leftover:
+        podman("volume", "rm", "-f", v, check=False)
+    if not pause_existed:
+        pause = [i for i in podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+                 if i.startswith("localhost/podman-pause:")]
+        for image in pause:
+            podman("rmi", "-f", image, check=False)
+    assert set(podman("network", "ls", "-q").stdout.split()) == networks, "a test left a podman network"
+
+
+@pytest.fixture(scope="module")
+def image(podman_ready: None) -> Iterator[str]:
+    """The sidecar image, built with podman on the local base; removed afterwards."""
+    try:
+        p = subprocess.run(["bash", str(SCRIPTS / "build-image.sh"), TAG], check=False, env=podman_env(),
+                           capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+        assert p.returncode == 0, f"image build failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+        yield TAG
+    finally:
+        podman("rmi", "-f", TAG, check=False, timeout=120)
+
+
+def keygen(d: Path) -> Path:
+    """``sidecar keygen`` into ``d``, readable by the image's user as a Secret with fsGroup makes it (0440)."""
+    d.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "sidecar", "keygen", "--out", str(d)], check=True, capture_output=True,
+                   timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for f in [d, *d.iterdir()]:
+        os.chown(f, 0, UID)
+    os.chmod(d, 0o750)
+    os.chmod(d / "private.pem", 0o440)
+    os.chmod(d / "private.der", 0o400)
+    return d
+
+
+@pytest.fixture(scope="module")
+def keydir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="sc-key-", dir="/tmp"))
+    yield keygen(d / "key")
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def wait_container_serving(name: str, addr: str, timeout: float = 60) -> None:
+    """Until the sidecar in container ``name`` answers SERVING at ``addr``; fails early if it exits."""
+    deadline = time.monotonic() + timeout
+    while health_status(addr, timeout=0.5) != "SERVING":
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        if state["Status"] != "running" or time.monotonic() > deadline:
+            raise AssertionError(f"{name} {state['Status']}: {podman('logs', name, check=False).stderr[-2000:]}")
+        time.sleep(0.2)
+
+
+def test_image_is_non_root_with_healthcheck_stopsignal_and_no_toolchain(image: str) -> None:
+    info = json.loads(podman("image", "inspect", image).stdout)[0]
+    assert info["Config"]["User"] == f"{UID}:{UID}"
+    assert info["Config"]["StopSignal"] == "SIGTERM"
+    assert info["Healthcheck"]["Test"][:3] == ["CMD", "sidecar", "health"]
+    p = podman("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
+               "id -u; for t in gcc cc c++ make pip pip3; do command -v $t; done; "
+               "test -e /run/secrets/pip_cert && echo LEAKED-CERT; sidecar --version")
+    # Only the uid and the version: no compiler, no pip, no CA bundle left from the build secret.
+    assert p.stdout.split() == [str(UID), "sidecar", __version__]
+
+
+def test_refuses_to_start_without_the_mounted_key(image: str) -> None:
+    p = podman("run", "--rm", "--network", "none", "--read-only", "-e", f"SIDECAR_UUID_SALT={SALT}", image,
+               check=False)
+    assert p.returncode == 2
+    assert "/etc/sidecar/key/private.pem" in p.stderr
+
+
+def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(image: str) -> None:
+    sockdir = Path(tempfile.mkdtemp(prefix="sc-run-", dir="/tmp"))
+    keydir_run = keygen(sockdir / "key")
+    sockdir = sockdir / "run"
+    sockdir.mkdir()
+    os.chown(sockdir, UID, UID)
+    port = free_port()
+    name = f"sidecar-test-{os.getpid()}"
+    public_pem = (keydir_run / "public.pem").read_bytes()
+    try:
+        podman("run", "--detach", "--name", name, "--network", "host",
+               "--read-only", "--read-only-tmpfs=false", "--cap-drop", "all",
+               "--security-opt", "no-new-privileges",
+               "--volume", f"{keydir_run}:/etc/sidecar/key:ro", "--volume", f"{sockdir}:/run/sidecar",
+               "--env", f"SIDECAR_UUID_SALT={SALT}",
+               "--env", f"SIDECAR_LISTEN=unix:///run/sidecar/sidecar.sock,127.0.0.1:{port}",
+               "--env", "SIDECAR_METRICS_ADDR=", image)
+        wait_container_serving(name, f"127.0.0.1:{port}")
+        sock = sockdir / "sidecar.sock"
+        st = sock.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (UID, UID, 0o660)
+
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            key_id = stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=10).key_id
+            issued = stub.IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE_UUID), timeout=10)
+        assert key_id == RSAKey.import_key(public_pem).thumbprint() == issued.token.key_id
+        assert verify(issued.token.jwt, public_pem)["uuid"] == COOKIE_UUID
+
+        with grpc.insecure_channel(f"unix://{sock}") as ch:
+            r = pb_grpc.IdentityServiceStub(ch).ResolveIdentity(
+                pb.ResolveIdentityRequest(email=EMAIL, cookie_uuid=COOKIE_UUID), timeout=10)
+        assert r.outcome == pb.OUTCOME_NEW_IDENTITY and r.set_identity
+        assert verify(r.token.jwt, public_pem) == {"exp": r.token.expires_at.seconds, "uuid": COOKIE_UUID,
+                                                   "email": EMAIL}
+
+        assert podman("exec", name, "id", "-u").stdout.strip() == str(UID)
+        wr = podman("exec", name, "sh", "-c", "touch /opt/venv/x", check=False)
+        assert wr.returncode != 0 and "Read-only file system" in wr.stderr
+        assert podman("healthcheck", "run", name, check=False).returncode == 0
+
+        # Rotation as the README does it: the key file is replaced under the
+        # read-only mount (a Secret update), then SIGHUP to PID 1 reloads it.
+        new = keygen(sockdir.parent / "newkey")
+        for f in ("private.pem", "public.pem"):
+            os.replace(new / f, keydir_run / f)
+        podman("exec", name, "sh", "-c", "kill -HUP 1")
+        new_public = (keydir_run / "public.pem").read_bytes()
+        new_id = RSAKey.import_key(new_public).thumbprint()
+        deadline = time.monotonic() + 20
+        with grpc.insecure_channel(f"unix://{sock}") as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            while stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=10).key_id != new_id:
+                assert time.monotonic() < deadline, "SIGHUP did not load the new key"
+                time.sleep(0.2)
+            rotated = stub.IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE_UUID), timeout=10).token
+        assert rotated.key_id == new_id != key_id
+        verify(rotated.jwt, new_public)
+        with pytest.raises(BadSignatureError):
+            verify(rotated.jwt, public_pem)
+
+        t0 = time.monotonic()
+        podman("stop", "--time", "10", name, timeout=30)
+        took = time.monotonic() - t0
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        logs = podman("logs", name).stderr
+        assert took < 2.0, f"podman stop took {took:.2f}s"
+        assert state["ExitCode"] == 0, logs  # drained on SIGTERM, not killed (137)
+        assert "SIGTERM: draining" in logs
+        assert "PRIVATE KEY" not in logs
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False)
+        shutil.rmtree(sockdir.parent, ignore_errors=True)
+
+
+def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
+                                                                            tmp_path: Path) -> None:
+    text = POD_MANIFEST.read_text()
+    # The manifest as documented, pointed at this run's image and key directory.
+    assert text.count("image: localhost/sidecar:dev") == 2 and text.count("path: /var/lib/sidecar/key") == 1
+    text = text.replace("image: localhost/sidecar:dev", f"image: {image}")
+    text = text.replace("path: /var/lib/sidecar/key", f"path: {keydir}")
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(text)
+    pod_name = next(d for d in yaml.safe_load_all(text) if d["kind"] == "Pod")["metadata"]["name"]
+    try:
+        podman("kube", "play", "--network", "none", str(manifest), timeout=120)
+        app = f"{pod_name}-app"
+        deadline = time.monotonic() + 90
+        while (status := json.loads(podman("inspect", app).stdout)[0]["State"]["Status"]) != "exited":
+            assert time.monotonic() < deadline, f"app container still {status}"
+            time.sleep(0.5)
+        logs = {c: podman("logs", f"{pod_name}-{c}") for c in ("app", "sidecar")}
+        out = logs["app"].stdout.strip().splitlines()
+        assert json.loads(podman("inspect", app).stdout)[0]["State"]["ExitCode"] == 0, \
+            (out, logs["app"].stderr[-2000:], logs["sidecar"].stderr[-2000:])
+        result = json.loads(out[-1])
+        assert result["uuid"] == COOKIE_UUID and result["outcome"] == "OUTCOME_NEW_IDENTITY"
+        claims = verify(result["jwt"], (keydir / "public.pem").read_bytes())
+        assert (claims["uuid"], claims["email"]) == (COOKIE_UUID, EMAIL)
+        # The liveness probe became the sidecar container's health check.
+        assert podman("healthcheck", "run", f"{pod_name}-sidecar", check=False).returncode == 0
+        user = podman("exec", f"{pod_name}-sidecar", "id", "-u").stdout.strip()
+        assert user == str(UID)
+    finally:
+        podman("kube", "down", str(manifest), check=False, timeout=60)
+    assert podman("pod", "exists", pod_name, check=False).returncode != 0
+
+
+def _docs(*paths: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+    out = {}
+    for p in paths:
+        for d in yaml.safe_load_all(p.read_text()):
+            out[d["kind"]] = d
+    return out
+
+
+def test_manifests_agree_with_each_other_and_the_image() -> None:
+    """What kubernetes-validate cannot see: the pieces point at each other and at the image's layout."""
+    docs = _docs(*sorted(DEPLOY.glob("*.yaml")), DEPLOY / "monitoring" / "servicemonitor.yaml")
+    deploy, cm, svc, mon = docs["Deployment"], docs["ConfigMap"], docs["Service"], docs["ServiceMonitor"]
+    pod = deploy["spec"]["template"]
+    spec = pod["spec"]
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["restartPolicy"] == "Always"  # native sidecar: up before the app, down after it
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"ARG SIDECAR_UID={spec['securityContext']['runAsUser']}" in dockerfile
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"] == UID
+    for c in [sidecar, *spec["containers"]]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+    # Key: from the Secret, mode 0400, read-only, where SIDECAR_KEY_FILE and the image expect it.
+    vols = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
+    assert vols["sidecar-key"]["secret"]["defaultMode"] == 0o400
+    env = {e["name"]: e for e in sidecar["env"]}
+    key_file = env["SIDECAR_KEY_FILE"]["value"]
+    assert mounts["sidecar-key"]["readOnly"] and key_file.startswith(mounts["sidecar-key"]["mountPath"] + "/")
+    assert f"SIDECAR_KEY_FILE={key_file}" in dockerfile
+    assert env["SIDECAR_UUID_SALT"]["valueFrom"]["secretKeyRef"]["name"] == vols["sidecar-key"]["secret"]["secretName"]
+    # Socket: in the shared emptyDir, which every container mounts at the same place.
+    assert sidecar["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
+    listen = cm["data"]["SIDECAR_LISTEN"].split(",")
+    sock_dir = mounts["sidecar-socket"]["mountPath"]
+    assert "emptyDir" in vols["sidecar-socket"] and listen[0] == f"unix://{sock_dir}/sidecar.sock"
+    for c in spec["containers"]:
+        assert {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "sidecar-socket"} == {sock_dir}
+    # gRPC TCP is loopback only, and it is the port every probe asks.
+    tcp = [a for a in listen if not a.startswith("unix://")]
+    assert len(tcp) == 1 and tcp[0].startswith("127.0.0.1:")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        cmd = sidecar[probe]["exec"]["command"]
+        assert cmd[:2] == ["sidecar", "health"] and cmd[cmd.index("--addr") + 1] == tcp[0]
+    # Metrics: listened on, annotated, named in the Service and scraped by the ServiceMonitor.
+    metrics_port = int(cm["data"]["SIDECAR_METRICS_ADDR"].rsplit(":", 1)[1])
+    (port,) = sidecar["ports"]
+    assert port["containerPort"] == metrics_port == int(pod["metadata"]["annotations"]["prometheus.io/port"])
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    for c in [sidecar, *spec["containers"]]:
+        assert {"requests", "limits"} <= c["resources"].keys()
