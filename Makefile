@@ -4,12 +4,15 @@ VENV    ?= .venv
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo run test system proto proto-check lint typecheck clean
+.PHONY: install demo run test system proto proto-check lint typecheck clean
+
+## install: the virtualenv with every pinned dependency (what the other targets use)
+install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev,example]' -e clients/python
+	$(BIN)/python -m pip install -q -e '.[test,dev,example,deploy]' -e clients/python
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: install, start a development-mode sidecar, resolve identities through it

@@ -5,7 +5,7 @@
 # (a CRD, no schema here) is checked against the Service and Deployment by
 # tests/test_container.py.
 set -euo pipefail
-.venv/bin/python -m pip install -q -e '.[test,dev,deploy]'
+make -s install
 .venv/bin/hadolint Dockerfile
 manifests=(deploy/kubernetes/*.yaml deploy/kubernetes/podman/*.yaml)
 for k8s in 1.37.0 1.29.0; do
