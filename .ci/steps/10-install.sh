@@ -2,4 +2,4 @@
 # The virtualenv (the README's own install path), Debian packages, and buf from npm.
 set -euo pipefail
 make -s install system
-(cd .ci/tools && npm ci --no-audit --no-fund --silent)
+(cd .ci/tools && npm ci --no-audit --no-fund)
