@@ -167,3 +167,31 @@ class SecretVolume:
         os.replace(tmp, self.root / "..data")
         if not self.path.is_symlink():
             os.symlink(f"..data/{self.name}", self.path)
+
+
+def make_pki(d: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for 127.0.0.1/localhost and client
+    certificates (good, second good, expired, from another CA), all by openssl."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ca(name: str) -> None:
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                "-days", "2", "-subj", f"/CN={name}", cwd=d)
+
+    def leaf(name: str, issuer: str, cn: str, san: str, days: str = "2") -> None:
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/O=Test/CN={cn}", cwd=d)
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{issuer}.pem", "-CAkey", f"{issuer}.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", days, "-extfile", f"{name}.ext", cwd=d)
+
+    ca("test-ca")
+    ca("other-ca")
+    leaf("server", "test-ca", "localhost", "DNS:localhost,IP:127.0.0.1")
+    leaf("client-a", "test-ca", "client-a", "DNS:client-a.internal,URI:spiffe://shop/app")
+    leaf("client-b", "test-ca", "client-b", "DNS:client-b.internal")
+    leaf("expired", "test-ca", "client-a", "DNS:client-a.internal", days="-1")
+    leaf("stranger", "other-ca", "client-a", "DNS:client-a.internal")
+    for p in d.glob("*.key"):
+        os.chmod(p, 0o600)
+    return {p.stem if p.suffix == ".pem" else p.name: p for p in d.iterdir()}
