@@ -147,9 +147,8 @@ def test_cli_refuses_plaintext_on_all_interfaces(spawn_sidecar) -> None:
 
 
 def test_cli_serves_mtls(spawn_sidecar, pki, short_tmp) -> None:
-    from hardening_util import wait_for
-
     from conftest import free_port
+    from hardening_util import wait_for
 
     port = free_port()
     sock = f"unix://{short_tmp}/sc.sock"

@@ -15,7 +15,6 @@ from sidecar import limits
 from sidecar.config import Config
 from sidecar.server import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 HOLD_EMAIL = "hold@example.com"
 
