@@ -77,6 +77,8 @@ class LoadResult:
     ok: list[tuple[int, int, str, str]] = field(default_factory=list)
     #: (thread, status code name, details) of every failed call.
     failed: list[tuple[int, str, str]] = field(default_factory=list)
+    #: time.monotonic() at which each successful call returned.
+    ok_at: list[float] = field(default_factory=list)
 
 
 class Load:
@@ -104,6 +106,7 @@ class Load:
                 try:
                     token = self.call(stub)
                     self.result.ok.append((index, seq, token.key_id, token.jwt))
+                    self.result.ok_at.append(time.monotonic())
                 except grpc.RpcError as exc:
                     self.result.failed.append((index, exc.code().name, exc.details() or ""))
                 seq += 1
