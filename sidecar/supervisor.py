@@ -114,7 +114,9 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.draining:
-                self.exit_codes.append(code)
+                # A worker still starting up has the default SIGTERM action: it served nothing, so
+                # dying by the forwarded signal is a clean end, not a failure.
+                self.exit_codes.append(0 if code == -signal.SIGTERM else code)
                 continue
             log.error("worker %d (pid %d) exited with %d; restarting it", index, pid, code)
             time.sleep(0.5)
