@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sidecar import access, limits
 from sidecar import events as events_mod
-from sidecar import keys as keys_mod
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
 from sidecar.keys import SigningKey
 from sidecar.observe import Observer, Observers
+from sidecar.rotation import KeyRotator
 
 if TYPE_CHECKING:
     import grpc
@@ -56,25 +56,17 @@ def make_observer(cfg: Config, registry: CollectorRegistry | None = None) -> Obs
     return Observers(metrics_obs, audit.AuditLog(audit.configure(cfg.audit_level, cfg.audit_format)))
 
 
-def reloader(cfg: Config, sidecar: Sidecar) -> Callable[[], None]:
-    """SIGHUP: load the key file again; a bad key leaves the old one active."""
+def key_rotator(cfg: Config, sidecar: Sidecar) -> KeyRotator | None:
+    """The key file watcher (SIGHUP and file changes); ``None`` in development mode."""
+    if cfg.key_file is None:
+        return None
+    return KeyRotator(sidecar.keys, sidecar.observer, cfg.key_file, cfg.key_passphrase_file,
+                      poll_interval=cfg.key_poll_interval.total_seconds(),
+                      allow_insecure_permissions=cfg.allow_insecure_key_permissions)
 
-    def reload() -> None:
-        if cfg.key_file is None:
-            log.warning("SIGHUP: development mode has no key file to reload")
-            return
-        try:
-            new = keys_mod.load(cfg.key_file, cfg.key_passphrase_file)
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old key
-            log.error("key reload failed, keeping key %s: %s", sidecar.keys.current.key_id, exc)
-            sidecar.observer.key_reload("failure")
-            return
-        old = sidecar.keys.swap(new)
-        sidecar.observer.key_reload("success")
-        sidecar.observer.key_activated(new)
-        log.info("key reloaded: %s -> %s", old.key_id if old else "-", new.key_id)
 
-    return reload
+def _no_key_file() -> None:
+    log.warning("SIGHUP: development mode has no key file to reload")
 
 
 def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, index: int = 0,
@@ -86,15 +78,22 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
     opts = server.ServerOptions(reuse_port=reuse_port, unix=unix)
+    access.install(opts, cfg, observer)
+    limits.install(opts, cfg, observer)
     opts.interceptors.insert(0, rpc_metrics)  # outermost: it sees every refusal
     runtime = server.build(sidecar, cfg.listen, observer, opts)
-    runtime.handle_signals(cfg.grace.total_seconds(), on_reload=reloader(cfg, sidecar))
+    rotator = key_rotator(cfg, sidecar)
+    runtime.handle_signals(cfg.grace.total_seconds(), on_reload=rotator.request_reload if rotator else _no_key_file)
     runtime.start()
+    if rotator is not None:
+        rotator.start(initial=key)
     from sidecar.supervisor import WORKER_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
     log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
     runtime.wait()
+    if rotator is not None:
+        rotator.stop()
     if metrics_http is not None:
         metrics_http.close()
     log.info("worker %d drained", index)

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sidecar import __version__, keys
+from sidecar import __version__, hygiene, keys
 from sidecar import config as config_mod
 from sidecar.errors import ConfigError
 
@@ -40,6 +40,25 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
     p.add_argument("--production", action="store_true", default=None,
                    help="refuse development mode: a key and a salt must be configured")
+    # Key rotation, access control and limits (issue 4).
+    p.add_argument("--tls-cert", help="TLS certificate chain (PEM) for TCP listeners [SIDECAR_TLS_CERT]")
+    p.add_argument("--tls-key", help="TLS private key (PEM) for TCP listeners [SIDECAR_TLS_KEY]")
+    p.add_argument("--tls-client-ca", help="CA (PEM) client certificates must chain to: requires mTLS "
+                   "[SIDECAR_TLS_CLIENT_CA]")
+    p.add_argument("--allowed-clients", help="comma-separated client certificate CNs, subjects or SANs allowed "
+                   "to call [SIDECAR_ALLOWED_CLIENTS]")
+    p.add_argument("--insecure-tcp", action="store_true", default=None,
+                   help="allow plaintext TCP on a non-loopback address [SIDECAR_INSECURE_TCP]")
+    p.add_argument("--socket-mode", help="octal mode of created Unix sockets, default 660 [SIDECAR_SOCKET_MODE]")
+    p.add_argument("--max-message-bytes", help="largest request accepted, default 16384 [SIDECAR_MAX_MESSAGE_BYTES]")
+    p.add_argument("--max-concurrent-calls", help="calls accepted at once per process, default 64 "
+                   "[SIDECAR_MAX_CONCURRENT_CALLS]")
+    p.add_argument("--rate-limit", help="calls per second per caller; 0 (default) disables [SIDECAR_RATE_LIMIT]")
+    p.add_argument("--rate-burst", help="rate limit bucket size; default max(1, rate) [SIDECAR_RATE_BURST]")
+    p.add_argument("--key-poll-interval", help="how often the key file is checked for changes, default 1s "
+                   "[SIDECAR_KEY_POLL_INTERVAL]")
+    p.add_argument("--allow-insecure-key-permissions", action="store_true", default=None,
+                   help="accept a key file readable by group or others [SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS]")
     p.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING, ERROR [SIDECAR_LOG_LEVEL]")
 
@@ -101,14 +120,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in
              ("key_file", "key_passphrase_file", "uuid_salt", "uuid_namespace", "default_ttl", "listen",
               "metrics_addr", "events_config", "grace", "workers", "production")}
-    flags.update(previous_key_grace=args.previous_key_grace, audit_level=args.audit_level, audit_format=args.audit_format)
+    flags.update({k: getattr(args, k, None) for k in config_mod.ENV if k not in flags})
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
+    hygiene.disable_core_dumps()
     if cfg.dev_mode:
         key = keys.generate()
     else:
         assert cfg.key_file is not None
-        key = keys.load(cfg.key_file, cfg.key_passphrase_file)
+        key = hygiene.load_key(cfg.key_file, cfg.key_passphrase_file,
+                               allow_insecure=cfg.allow_insecure_key_permissions)
     from sidecar import app
 
     return app.serve(cfg, key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,6 +35,19 @@ ENV = {
     "workers": "SIDECAR_WORKERS",
     "audit_level": "SIDECAR_AUDIT_LEVEL",
     "audit_format": "SIDECAR_AUDIT_FORMAT",
+    # Key rotation, access control and limits (issue 4).
+    "tls_cert": "SIDECAR_TLS_CERT",
+    "tls_key": "SIDECAR_TLS_KEY",
+    "tls_client_ca": "SIDECAR_TLS_CLIENT_CA",
+    "allowed_clients": "SIDECAR_ALLOWED_CLIENTS",
+    "insecure_tcp": "SIDECAR_INSECURE_TCP",
+    "socket_mode": "SIDECAR_SOCKET_MODE",
+    "max_message_bytes": "SIDECAR_MAX_MESSAGE_BYTES",
+    "max_concurrent_calls": "SIDECAR_MAX_CONCURRENT_CALLS",
+    "rate_limit": "SIDECAR_RATE_LIMIT",
+    "rate_burst": "SIDECAR_RATE_BURST",
+    "key_poll_interval": "SIDECAR_KEY_POLL_INTERVAL",
+    "allow_insecure_key_permissions": "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS",
 }
 
 
@@ -72,6 +85,31 @@ class Config:
     audit_format: str = "json"
     #: Extra settings later features add without widening this signature.
     extra: Mapping[str, object] = field(default_factory=dict)
+    # --- key rotation, access control and limits (issue 4) ---
+    #: TLS server certificate chain (PEM) for TCP listeners; with ``tls_key``.
+    tls_cert: str | None = None
+    #: TLS server private key (PEM).
+    tls_key: str | None = None
+    #: CA bundle (PEM) that client certificates must chain to; set: mTLS is required.
+    tls_client_ca: str | None = None
+    #: Client certificate subjects / SANs / common names allowed to call; empty: any valid client.
+    allowed_clients: tuple[str, ...] = ()
+    #: Allow a plaintext TCP listener on a non-loopback address (explicit opt-out).
+    insecure_tcp: bool = False
+    #: Mode of created Unix sockets (0660: the pod's app container shares the group).
+    socket_mode: int = 0o660
+    #: Largest request accepted, in bytes; larger ones are refused before parsing.
+    max_message_bytes: int = 16 * 1024
+    #: Calls accepted at once per process; beyond it ``RESOURCE_EXHAUSTED``.
+    max_concurrent_calls: int = 64
+    #: Calls per second per caller (token bucket); 0 disables the rate limit.
+    rate_limit: float = 0.0
+    #: Bucket size of the rate limit; 0 means ``max(1, rate_limit)``.
+    rate_burst: int = 0
+    #: How often the key file is checked for a change (rotation without a signal).
+    key_poll_interval: timedelta = timedelta(seconds=1)
+    #: Accept a private key file readable by group or others.
+    allow_insecure_key_permissions: bool = False
 
     def __post_init__(self) -> None:
         if not timedelta(0) < self.default_ttl < MAX_TTL:
@@ -99,6 +137,7 @@ class Config:
             raise ConfigError(
                 "SIDECAR_UUID_SALT: must be set when a key is configured (an empty value, set on purpose, is allowed)"
             )
+        _check_hardening(self)
 
     @property
     def dev_mode(self) -> bool:
@@ -125,6 +164,85 @@ def _check_listen(addr: str) -> None:
     if addr.startswith("unix:"):
         raise ConfigError(f"SIDECAR_LISTEN: write Unix sockets as unix:///absolute/path, got {addr!r}")
     _check_host_port(addr, "SIDECAR_LISTEN")
+
+
+def is_loopback(addr: str) -> bool:
+    """Whether a ``host:port`` listen address is reachable from this host only."""
+    import ipaddress
+
+    host = addr.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_hardening(cfg: Config) -> None:
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ConfigError("SIDECAR_TLS_CERT and SIDECAR_TLS_KEY: set both or neither")
+    if cfg.tls_client_ca is not None and cfg.tls_cert is None:
+        raise ConfigError("SIDECAR_TLS_CLIENT_CA: needs SIDECAR_TLS_CERT and SIDECAR_TLS_KEY (mTLS runs over TLS)")
+    if cfg.allowed_clients and cfg.tls_client_ca is None:
+        raise ConfigError("SIDECAR_ALLOWED_CLIENTS: needs SIDECAR_TLS_CLIENT_CA (the list names client certificates)")
+    if cfg.tls_cert is None and not cfg.insecure_tcp:
+        for addr in cfg.listen:
+            if not addr.startswith("unix://") and not is_loopback(addr):
+                raise ConfigError(
+                    f"SIDECAR_LISTEN: {addr} is not a loopback address; set SIDECAR_TLS_CERT and SIDECAR_TLS_KEY "
+                    "(and SIDECAR_TLS_CLIENT_CA for mTLS), or pass --insecure-tcp"
+                )
+    if not 0 <= cfg.socket_mode <= 0o777:
+        raise ConfigError("SIDECAR_SOCKET_MODE: must be an octal file mode such as 660")
+    if cfg.max_message_bytes < 1024:
+        raise ConfigError("SIDECAR_MAX_MESSAGE_BYTES: must be at least 1024")
+    if cfg.max_concurrent_calls < 1:
+        raise ConfigError("SIDECAR_MAX_CONCURRENT_CALLS: must be at least 1")
+    if cfg.rate_limit < 0 or cfg.rate_burst < 0:
+        raise ConfigError("SIDECAR_RATE_LIMIT and SIDECAR_RATE_BURST: must not be negative")
+    if cfg.key_poll_interval <= timedelta(0):
+        raise ConfigError("SIDECAR_KEY_POLL_INTERVAL: must be positive")
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _hardening_sources(pick: Callable[[str], object | None]) -> dict[str, object]:
+    """Keyword arguments for the issue-4 settings, from flags and environment."""
+    kwargs: dict[str, object] = {}
+    for name in ("tls_cert", "tls_key", "tls_client_ca"):
+        value = pick(name)
+        if value not in (None, ""):
+            kwargs[name] = str(value)
+    allowed = pick("allowed_clients")
+    if allowed not in (None, ""):
+        kwargs["allowed_clients"] = tuple(a.strip() for a in str(allowed).split(",") if a.strip())
+    for name in ("insecure_tcp", "allow_insecure_key_permissions"):
+        value = pick(name)
+        if value is not None and value != "":
+            kwargs[name] = value is True or str(value).strip().lower() in _TRUE
+    mode = pick("socket_mode")
+    if mode not in (None, ""):
+        try:
+            kwargs["socket_mode"] = int(str(mode).strip().removeprefix("0o"), 8)
+        except ValueError:
+            raise ConfigError(f"SIDECAR_SOCKET_MODE: must be an octal file mode such as 660, got {mode!r}") from None
+    for name, kind in (("max_message_bytes", int), ("max_concurrent_calls", int), ("rate_burst", int),
+                       ("rate_limit", float)):
+        value = pick(name)
+        if value not in (None, ""):
+            try:
+                kwargs[name] = kind(str(value).strip())
+            except ValueError:
+                raise ConfigError(f"{ENV[name]}: must be a number, got {value!r}") from None
+    poll = pick("key_poll_interval")
+    if poll not in (None, ""):
+        try:
+            kwargs["key_poll_interval"] = parse_duration(str(poll))
+        except ValueError as exc:
+            raise ConfigError(f"SIDECAR_KEY_POLL_INTERVAL: {exc}") from None
+    return kwargs
 
 
 def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] | None = None) -> Config:
@@ -186,4 +304,5 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs[name] = text.upper() if name == "audit_level" else text.lower()
     if flags.get("production"):
         kwargs["production"] = True
+    kwargs.update(_hardening_sources(pick))
     return Config(**kwargs)  # type: ignore[arg-type]

@@ -176,6 +176,10 @@ class ServerOptions:
     unix: bool = True
     #: Mode of created Unix sockets.
     socket_mode: int = 0o660
+    #: TLS credentials for TCP listeners (``None``: plaintext); Unix sockets stay plaintext.
+    credentials: grpc.ServerCredentials | None = None
+    #: The pool that runs calls (``None``: a plain pool of ``max_workers``); limits count calls through it.
+    executor: futures.ThreadPoolExecutor | None = None
 
 
 class Runtime:
@@ -189,7 +193,7 @@ class Runtime:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         channel_opts = [("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), *self.opts.options]
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
+            self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
             interceptors=self.opts.interceptors,
             options=channel_opts,
         )
@@ -224,7 +228,10 @@ class Runtime:
 
     def _bind_port(self, addr: str) -> int:
         try:
-            port = self.server.add_insecure_port(addr)
+            if self.opts.credentials is not None and not addr.startswith("unix://"):
+                port = self.server.add_secure_port(addr, self.opts.credentials)
+            else:
+                port = self.server.add_insecure_port(addr)
         except RuntimeError:
             port = 0
         if port == 0 and not addr.endswith(":0"):

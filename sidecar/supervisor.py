@@ -62,6 +62,23 @@ def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.soc
     return resolved, held
 
 
+def _die_with_parent(master: int) -> None:
+    """Have the kernel SIGKILL this worker if the master dies (even by SIGKILL).
+
+    Without it, workers orphaned by a killed master keep serving, keep the
+    ports, and hold the master's stdout/stderr open.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to arm
+        return
+    if os.getppid() != master:  # the master died before prctl took effect
+        os._exit(1)
+
+
 class Supervisor:
     """Fork ``workers`` processes, each running ``run_worker(index)``."""
 
@@ -81,6 +98,7 @@ class Supervisor:
         # held (so the master's handlers never run in it) and keeps them held
         # until run_worker has its own handlers, so a SIGTERM during start-up
         # becomes a drain instead of killing the worker outright.
+        master = os.getpid()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid != 0:
@@ -88,6 +106,7 @@ class Supervisor:
         if pid == 0:
             for sig in (*WORKER_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent(master)
             code = 1
             try:
                 code = self.run_worker(index)

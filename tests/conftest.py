@@ -116,40 +116,65 @@ def free_port() -> int:
 
 @dataclass
 class Proc:
-    """A ``sidecar`` CLI process."""
+    """A ``sidecar`` CLI process. Its stdout and stderr go to files, never to pipes:
+    the audit log writes a line per token, and an unread pipe would block the server."""
 
     proc: subprocess.Popen[bytes]
     addr: str
+    log_dir: Path
+
+    def stderr(self) -> str:
+        return (self.log_dir / "stderr").read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return (self.log_dir / "stdout").read_text(errors="replace")
+
+    def wait_for_stderr(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in (err := self.stderr()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} not in stderr: {err}")
+            time.sleep(0.02)
+        return err
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[int, str]:
+        """Signal, wait (at most ``timeout``, then kill the process group); exit code and stderr."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        return self.proc.returncode, err.decode(errors="replace")
+            self.kill_group()
+            self.proc.wait(timeout=10)
+        self.kill_group()  # whatever the master left behind
+        return self.proc.returncode, self.stderr()
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def sidecar_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "sidecar", *args]
 
 
-def wait_serving(addr: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
+def wait_serving(addr: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30,
+                 log: Callable[[], str] | None = None) -> None:
     from sidecar.client import health_status
 
     deadline = time.monotonic() + timeout
     while health_status(addr, timeout=0.5) != "SERVING":
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"sidecar exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(f"sidecar exited with {proc.returncode}: {log() if log else ''}")
         if time.monotonic() > deadline:
             raise AssertionError(f"sidecar at {addr} not SERVING after {timeout}s")
         time.sleep(0.05)
 
 
 @pytest.fixture
-def spawn_sidecar() -> Iterator[Callable[..., Proc]]:
+def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Proc]]:
     """Run ``sidecar serve`` as a real process; stops it afterwards."""
     procs: list[Proc] = []
 
@@ -159,12 +184,14 @@ def spawn_sidecar() -> Iterator[Callable[..., Proc]]:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": "", "PYTHONPATH": str(ROOT)})
         full_env.update(env or {})
-        p = subprocess.Popen(sidecar_cmd("serve", *args), env=full_env, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        proc = Proc(p, addr.split(",")[0])
+        log_dir = tmp_path_factory.mktemp("sidecar-proc")
+        with open(log_dir / "stdout", "wb") as out, open(log_dir / "stderr", "wb") as err:
+            p = subprocess.Popen(sidecar_cmd("serve", *args), env=full_env, cwd=ROOT,
+                                 stdout=out, stderr=err, start_new_session=True)
+        proc = Proc(p, addr.split(",")[0], log_dir)
         procs.append(proc)
         if wait:
-            wait_serving(proc.addr, p)
+            wait_serving(proc.addr, p, log=proc.stderr)
         return proc
 
     yield spawn

@@ -145,7 +145,7 @@ def test_prefork_workers_serve_tcp_and_unix_and_drain(spawn_sidecar, key_env, sh
     port = free_port()
     sock = short_tmp / "w.sock"
     p = spawn_sidecar("--workers", "2", "--grace", "3s", env=key_env, addr=f"127.0.0.1:{port},unix://{sock}")
-    wait_serving(f"unix://{sock}", p.proc)
+    wait_serving(f"unix://{sock}", p.proc, log=p.stderr)
     pids = set()
     for _ in range(8):  # SO_REUSEPORT spreads connections: fresh channels reach both workers
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
@@ -182,13 +182,35 @@ def test_demo_runs():
 def test_prefork_sigterm_during_worker_startup_still_drains_cleanly(spawn_sidecar, key_env):
     """Regression: a worker that got SIGTERM before installing its handler died with -15."""
     p = spawn_sidecar("--workers", "2", "--grace", "2s", env=key_env, wait=False)
-    seen = []
-    for raw in p.proc.stderr:  # the master has forked its workers; they are still starting
-        seen.append(raw.decode())
-        if "workers [" in seen[-1]:
-            break
+    p.wait_for_stderr("workers [")  # the master has forked its workers; they are still starting
     p.proc.send_signal(signal.SIGTERM)
-    _, rest = p.proc.communicate(timeout=30)
-    code, err = p.proc.returncode, "".join(seen) + rest.decode()
+    p.proc.wait(timeout=30)
+    code, err = p.proc.returncode, p.stderr()
     assert code == 0, err
     assert "exited with -15" not in err and err.count("exited with 0") == 2, err
+
+
+def _running(pid: str) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_prefork_workers_die_with_a_killed_master(spawn_sidecar, key_env):
+    """Regression: SIGKILL on the master left its workers serving as orphans."""
+    import time
+
+    p = spawn_sidecar("--workers", "2", env=key_env)
+    children = subprocess.run(["pgrep", "-P", str(p.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    alive = children
+    while alive and time.monotonic() < deadline:
+        alive = [c for c in children if _running(c)]
+        time.sleep(0.05)
+    assert alive == [], f"workers {alive} outlived their master"

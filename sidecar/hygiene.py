@@ -1,0 +1,48 @@
+"""Key hygiene: who may read the key file, and no core dumps holding it.
+
+A private key file readable by group or others is refused (unless the operator
+says ``--allow-insecure-key-permissions``): on a shared node anyone in the
+group could copy it. Core dumps are switched off because a dump of the server
+process would contain the parsed key.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import stat
+
+from sidecar import keys
+from sidecar.errors import KeyError_
+
+#: Permission bits that make a key file readable beyond its owner.
+INSECURE_BITS = stat.S_IRGRP | stat.S_IROTH
+
+
+def check_key_permissions(path: str, *, allow_insecure: bool = False) -> None:
+    """Refuse a key file (after following symlinks) readable by group or others.
+
+    >>> check_key_permissions("/nonexistent")  # a missing file is reported by the loader
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):  # a directory or device is reported by the loader, accurately
+        return
+    if mode & INSECURE_BITS and not allow_insecure:
+        raise KeyError_(
+            f"key file {path}: mode {stat.S_IMODE(mode):04o} lets group or others read the private key; "
+            "chmod 600 it (Kubernetes: defaultMode 0400), or pass --allow-insecure-key-permissions"
+        )
+
+
+def load_key(path: str, passphrase_file: str | None, *, allow_insecure: bool = False) -> keys.SigningKey:
+    """Check the file's permissions, then load the key (start-up and every reload)."""
+    check_key_permissions(path, allow_insecure=allow_insecure)
+    return keys.load(path, passphrase_file)
+
+
+def disable_core_dumps() -> None:
+    """Set RLIMIT_CORE to 0 (soft and hard) so this process and its children never dump core."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
