@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from sidecar import keys as keys_mod
+from sidecar.cache import TokenCache
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
 from sidecar.keys import SigningKey
@@ -17,7 +18,14 @@ log = logging.getLogger("sidecar")
 def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
     observer.key_activated(key)
     return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
-                   observer=observer)
+                   observer=observer, cache=make_cache(cfg))
+
+
+def make_cache(cfg: Config) -> TokenCache | None:
+    """The token cache of one worker process, or ``None`` when turned off."""
+    if cfg.token_cache_size == 0:
+        return None
+    return TokenCache(cfg.token_cache_size, cfg.token_cache_min_remaining)
 
 
 def make_observer(cfg: Config) -> Observer:

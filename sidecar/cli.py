@@ -38,6 +38,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
+    p.add_argument("--token-cache-size", help="tokens kept for reuse per worker; 0 turns the cache off "
+                   "[SIDECAR_TOKEN_CACHE_SIZE]")
+    p.add_argument("--token-cache-min-remaining", help="share of the asked lifetime a reused token must still "
+                   "have, e.g. 0.5 [SIDECAR_TOKEN_CACHE_MIN_REMAINING]")
     p.add_argument("--production", action="store_true", default=None,
                    help="refuse development mode: a key and a salt must be configured")
     p.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
@@ -85,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in
              ("key_file", "key_passphrase_file", "uuid_salt", "uuid_namespace", "default_ttl", "listen",
               "metrics_addr", "events_config", "grace", "workers", "production")}
+    flags.update(token_cache_size=args.token_cache_size, token_cache_min_remaining=args.token_cache_min_remaining)
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
     if cfg.dev_mode:

@@ -32,6 +32,8 @@ ENV = {
     "events_config": "SIDECAR_EVENTS_CONFIG",
     "grace": "SIDECAR_GRACE",
     "workers": "SIDECAR_WORKERS",
+    "token_cache_size": "SIDECAR_TOKEN_CACHE_SIZE",
+    "token_cache_min_remaining": "SIDECAR_TOKEN_CACHE_MIN_REMAINING",
 }
 
 
@@ -61,6 +63,10 @@ class Config:
     production: bool = False
     #: Worker processes serving gRPC (1: everything in this process).
     workers: int = 1
+    #: Token cache entries per worker process; 0 turns the cache off.
+    token_cache_size: int = 100_000
+    #: Share of the asked lifetime a cached token must still have to be reused.
+    token_cache_min_remaining: float = 0.5
     #: Extra settings later features add without widening this signature.
     extra: Mapping[str, object] = field(default_factory=dict)
 
@@ -77,6 +83,10 @@ class Config:
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
+        if self.token_cache_size < 0:
+            raise ConfigError("SIDECAR_TOKEN_CACHE_SIZE: must be 0 (off) or more")
+        if not 0 < self.token_cache_min_remaining <= 1:
+            raise ConfigError("SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be more than 0 and at most 1")
         if self.production and self.key_file is None:
             raise ConfigError("production mode: no key configured; set SIDECAR_KEY_FILE or --key-file")
         if self.key_file is not None and self.uuid_salt is None:
@@ -157,6 +167,18 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["workers"] = int(text)
         else:
             raise ConfigError(f"SIDECAR_WORKERS: must be a positive integer or 'auto', got {text!r}")
+    cache_size = pick("token_cache_size")
+    if cache_size not in (None, ""):
+        text = str(cache_size).strip()
+        if not text.isdigit():
+            raise ConfigError(f"SIDECAR_TOKEN_CACHE_SIZE: must be a whole number (0 turns the cache off), got {text!r}")
+        kwargs["token_cache_size"] = int(text)
+    share = pick("token_cache_min_remaining")
+    if share not in (None, ""):
+        try:
+            kwargs["token_cache_min_remaining"] = float(str(share).strip())
+        except ValueError:
+            raise ConfigError(f"SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be a number in (0, 1], got {share!r}") from None
     if flags.get("production"):
         kwargs["production"] = True
     return Config(**kwargs)  # type: ignore[arg-type]

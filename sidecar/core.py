@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sidecar import cookies, identity, tokens, validation
+from sidecar.cache import TokenCache
 from sidecar.errors import NoKey
 from sidecar.keys import SigningKey
 from sidecar.observe import Observer
@@ -72,6 +73,7 @@ class Sidecar:
         default_ttl: timedelta = validation.DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
+        cache: TokenCache | None = None,
     ) -> None:
         self.keys = keys
         self.observer = observer or Observer()
@@ -79,6 +81,10 @@ class Sidecar:
         self.namespace = namespace
         self.default_ttl = default_ttl
         self.clock = clock
+        #: Reuses still-valid tokens per (email, uuid); ``None``: every call signs.
+        self.cache = cache
+        if cache is not None:
+            keys.on_swap(lambda _old, _new: cache.clear())
 
     def resolve_identity(
         self,
@@ -115,9 +121,17 @@ class Sidecar:
 
     def _sign(self, email: str, uuid_: str, lifetime: timedelta) -> tokens.Token:
         key = self.keys.current  # one reference for the whole call: a swap never mixes keys
+        cache = self.cache
+        if cache is not None:
+            cached = cache.get(email, uuid_, lifetime.total_seconds(), key.key_id)
+            self.observer.token_cache(cached is not None)
+            if cached is not None:
+                return cached
         started = time.perf_counter()
         token = tokens.sign(key, email, uuid_, lifetime, self.clock)
         self.observer.signed(time.perf_counter() - started)
+        if cache is not None:
+            cache.put(email, uuid_, token)
         return token
 
     def public_key(self) -> SigningKey:
