@@ -44,3 +44,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+.PHONY: bench
+## bench: openssl speed, the sidecar, the seeds' Flask app; prints a table (BENCH_ARGS=--smoke for seconds)
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,dev,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
