@@ -1,3 +1,4 @@
+# ruff: noqa  (a copy of third-party example code, kept as written on purpose)
 # The seeds' Flask back-end with one change: the key is parsed ONCE at import
 # (the fair baseline: the obvious fix to the seed app). Otherwise as written.
 # No `app.run(debug=True)` block; gunicorn serves it (bench/run.py runs it with

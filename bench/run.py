@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-import loadgen  # noqa: E402
-import procstat  # noqa: E402
+import loadgen
+import procstat
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Row:
 
 # --- openssl ---------------------------------------------------------------------------------
 
-OPENSSL_LINE = re.compile(r"^rsa\s+2048 bits\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", re.M)
+OPENSSL_LINE = re.compile(r"^rsa\s+2048 bits\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", re.MULTILINE)
 
 
 def openssl_speed(seconds: int, multi: int | None) -> float:

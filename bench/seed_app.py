@@ -1,3 +1,4 @@
+# ruff: noqa  (a copy of third-party example code, kept as written on purpose)
 # The seeds' Flask back-end (use-case-flask-react-jwt.md), copied as written: the PEM
 # *text* is handed to PyJWT on every call, so every token re-parses the key.
 # Only change: no `app.run(debug=True)` block; gunicorn serves it (bench/run.py runs
