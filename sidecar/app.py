@@ -22,10 +22,14 @@ def make_sidecar(cfg: Config, key: SigningKey, observer: Observer) -> Sidecar:
 
 
 def make_cache(cfg: Config) -> TokenCache | None:
-    """The token cache of one worker process, or ``None`` when turned off."""
+    """The token cache of one worker process, or ``None`` when turned off.
+
+    The configured size bounds the whole sidecar, so it is split across the
+    pre-forked workers: memory stays flat whatever ``--workers`` is.
+    """
     if cfg.token_cache_size == 0:
         return None
-    return TokenCache(cfg.token_cache_size, cfg.token_cache_min_remaining)
+    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining)
 
 
 def make_observer(cfg: Config) -> Observer:

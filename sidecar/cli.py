@@ -38,7 +38,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
-    p.add_argument("--token-cache-size", help="tokens kept for reuse per worker; 0 turns the cache off "
+    p.add_argument("--token-cache-size", help="tokens kept for reuse (in all workers); 0 turns the cache off "
                    "[SIDECAR_TOKEN_CACHE_SIZE]")
     p.add_argument("--token-cache-min-remaining", help="share of the asked lifetime a reused token must still "
                    "have, e.g. 0.5 [SIDECAR_TOKEN_CACHE_MIN_REMAINING]")

@@ -63,7 +63,7 @@ class Config:
     production: bool = False
     #: Worker processes serving gRPC (1: everything in this process).
     workers: int = 1
-    #: Token cache entries per worker process; 0 turns the cache off.
+    #: Token cache entries in all (split across worker processes); 0 turns the cache off.
     token_cache_size: int = 100_000
     #: Share of the asked lifetime a cached token must still have to be reused.
     token_cache_min_remaining: float = 0.5

@@ -191,6 +191,8 @@ def test_settings_from_environment_and_flags() -> None:
     assert make_cache(cfg) is None
     default = config.from_sources({}, {})
     assert (default.token_cache_size, default.token_cache_min_remaining) == (100_000, 0.5)
+    split = make_cache(config.from_sources({"workers": "4"}, {"SIDECAR_TOKEN_CACHE_SIZE": "1000"}))
+    assert split is not None and split.max_entries == 250  # the size bounds the whole sidecar
 
 
 @pytest.mark.parametrize("env, setting", [
@@ -233,3 +235,10 @@ def test_repeated_identity_gets_the_identical_token_until_rotation(
     assert verify(rotated.jwt, new)["exp"] == int(T0) + 30 + 86400
     assert stub.IssueToken(req, timeout=5).token.jwt == rotated.jwt
     assert (obs.hits, obs.misses) == (3, 2)
+
+
+def test_serve_refuses_a_bad_cache_setting_with_one_line(spawn_sidecar: Callable[..., object]) -> None:
+    proc = spawn_sidecar("--token-cache-min-remaining", "2", wait=False)
+    code, err = proc.stop(timeout=30)  # type: ignore[attr-defined]
+    assert code == 2
+    assert "SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be more than 0 and at most 1" in err
