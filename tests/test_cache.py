@@ -239,6 +239,7 @@ def test_repeated_identity_gets_the_identical_token_until_rotation(
 
 def test_serve_refuses_a_bad_cache_setting_with_one_line(spawn_sidecar: Callable[..., object]) -> None:
     proc = spawn_sidecar("--token-cache-min-remaining", "2", wait=False)
-    code, err = proc.stop(timeout=30)  # type: ignore[attr-defined]
+    proc.proc.wait(timeout=30)  # type: ignore[attr-defined]
+    code, err = proc.stop()  # type: ignore[attr-defined]
     assert code == 2
     assert "SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be more than 0 and at most 1" in err
