@@ -47,3 +47,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+.PHONY: bench
+## bench: openssl speed, the sidecar, the seeds' Flask app; prints a table (BENCH_ARGS=--smoke for seconds)
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from sidecar import access, limits
 from sidecar import events as events_mod
+from sidecar.cache import TokenCache
 from sidecar.config import Config
 from sidecar.core import KeyHolder, Sidecar
 from sidecar.keys import SigningKey
@@ -33,7 +34,19 @@ def make_sidecar(cfg: Config, key: SigningKey, observer: Observer,
                  event_settings: events_mod.EventSettings | None = None) -> Sidecar:
     observer.key_activated(key)
     return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
-                   observer=observer, events=event_settings, previous_key_grace=cfg.previous_key_grace)
+                   observer=observer, events=event_settings, previous_key_grace=cfg.previous_key_grace,
+                   cache=make_cache(cfg))
+
+
+def make_cache(cfg: Config) -> TokenCache | None:
+    """The token cache of one worker process, or ``None`` when turned off.
+
+    The configured size bounds the whole sidecar, so it is split across the
+    pre-forked workers: memory stays flat whatever ``--workers`` is.
+    """
+    if cfg.token_cache_size == 0:
+        return None
+    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining)
 
 
 def load_events(cfg: Config) -> events_mod.EventSettings:

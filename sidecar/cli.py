@@ -38,6 +38,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--audit-level",
                    help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
+    p.add_argument("--token-cache-size", help="tokens kept for reuse (in all workers); 0 turns the cache off "
+                   "[SIDECAR_TOKEN_CACHE_SIZE]")
+    p.add_argument("--token-cache-min-remaining", help="share of the asked lifetime a reused token must still "
+                   "have, e.g. 0.5 [SIDECAR_TOKEN_CACHE_MIN_REMAINING]")
     p.add_argument("--production", action="store_true", default=None,
                    help="refuse development mode: a key and a salt must be configured")
     # Key rotation, access control and limits (issue 4).

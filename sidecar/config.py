@@ -48,6 +48,8 @@ ENV = {
     "rate_burst": "SIDECAR_RATE_BURST",
     "key_poll_interval": "SIDECAR_KEY_POLL_INTERVAL",
     "allow_insecure_key_permissions": "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS",
+    "token_cache_size": "SIDECAR_TOKEN_CACHE_SIZE",
+    "token_cache_min_remaining": "SIDECAR_TOKEN_CACHE_MIN_REMAINING",
 }
 
 
@@ -83,6 +85,10 @@ class Config:
     audit_level: str = "INFO"
     #: Audit log format: ``json`` (one object per line) or ``text``.
     audit_format: str = "json"
+    #: Token cache entries in all (split across worker processes); 0 turns the cache off.
+    token_cache_size: int = 100_000
+    #: Share of the asked lifetime a cached token must still have to be reused.
+    token_cache_min_remaining: float = 0.5
     #: Extra settings later features add without widening this signature.
     extra: Mapping[str, object] = field(default_factory=dict)
     # --- key rotation, access control and limits (issue 4) ---
@@ -131,6 +137,10 @@ class Config:
                 f"SIDECAR_AUDIT_LEVEL: must be DEBUG, INFO, WARNING, ERROR or OFF, got {self.audit_level!r}")
         if self.audit_format not in ("json", "text"):
             raise ConfigError(f"SIDECAR_AUDIT_FORMAT: must be json or text, got {self.audit_format!r}")
+        if self.token_cache_size < 0:
+            raise ConfigError("SIDECAR_TOKEN_CACHE_SIZE: must be 0 (off) or more")
+        if not 0 < self.token_cache_min_remaining <= 1:
+            raise ConfigError("SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be more than 0 and at most 1")
         if self.production and self.key_file is None:
             raise ConfigError("production mode: no key configured; set SIDECAR_KEY_FILE or --key-file")
         if self.key_file is not None and self.uuid_salt is None:
@@ -302,6 +312,18 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
         if value not in (None, ""):
             text = str(value).strip()
             kwargs[name] = text.upper() if name == "audit_level" else text.lower()
+    cache_size = pick("token_cache_size")
+    if cache_size not in (None, ""):
+        text = str(cache_size).strip()
+        if not text.isdigit():
+            raise ConfigError(f"SIDECAR_TOKEN_CACHE_SIZE: must be a whole number (0 turns the cache off), got {text!r}")
+        kwargs["token_cache_size"] = int(text)
+    share = pick("token_cache_min_remaining")
+    if share not in (None, ""):
+        try:
+            kwargs["token_cache_min_remaining"] = float(str(share).strip())
+        except ValueError:
+            raise ConfigError(f"SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be a number in (0, 1], got {share!r}") from None
     if flags.get("production"):
         kwargs["production"] = True
     kwargs.update(_hardening_sources(pick))

@@ -21,6 +21,7 @@ from datetime import timedelta
 from sidecar import cookies, identity, tokens, validation
 from sidecar import events as events_mod
 from sidecar import verify as verify_mod
+from sidecar.cache import TokenCache
 from sidecar.errors import NoKey
 from sidecar.keys import SigningKey
 from sidecar.observe import Observer
@@ -76,6 +77,7 @@ class Sidecar:
         observer: Observer | None = None,
         events: events_mod.EventSettings | None = None,
         previous_key_grace: timedelta = timedelta(0),
+        cache: TokenCache | None = None,
     ) -> None:
         self.keys = keys
         self.observer = observer or Observer()
@@ -89,6 +91,10 @@ class Sidecar:
                                             previous_key_grace=previous_key_grace)
         keys.on_swap(self.verifier.remember_previous)
         self.event_policy = events_mod.EventPolicy(events or events_mod.DEFAULTS, self.verifier.verify)
+        #: Reuses still-valid tokens per (email, uuid); ``None``: every call signs.
+        self.cache = cache
+        if cache is not None:
+            keys.on_swap(lambda _old, _new: cache.clear())
 
     def resolve_identity(
         self,
@@ -125,9 +131,17 @@ class Sidecar:
 
     def _sign(self, email: str, uuid_: str, lifetime: timedelta) -> tokens.Token:
         key = self.keys.current  # one reference for the whole call: a swap never mixes keys
+        cache = self.cache
+        if cache is not None:
+            cached = cache.get(email, uuid_, lifetime.total_seconds(), key.key_id)
+            self.observer.token_cache(cached is not None)
+            if cached is not None:
+                return cached
         started = time.perf_counter()
         token = tokens.sign(key, email, uuid_, lifetime, self.clock)
         self.observer.signed(time.perf_counter() - started)
+        if cache is not None:
+            cache.put(email, uuid_, token)
         return token
 
     def public_key(self) -> SigningKey:

@@ -317,7 +317,11 @@ def test_two_workers_report_summed_metrics(tmp_path, signing_key, openssl_keys):
             assert sample(samples, "grpc_server_handled_total",
                           **rpc_labels("IssueToken", "InvalidArgument")) == rejected
             assert sample(samples, "grpc_server_started_total", **rpc_labels("IssueToken")) == issued + rejected
-            assert sample(samples, "sidecar_token_signing_seconds_count") == issued
+            # Every token was either signed or reused from a worker's token cache.
+            hits = sample(samples, "sidecar_token_cache_requests_total", result="hit")
+            assert sample(samples, "sidecar_token_signing_seconds_count") + hits == issued
+            assert sample(samples, "sidecar_token_cache_requests_total", result="miss") == \
+                sample(samples, "sidecar_token_signing_seconds_count")
             # gauges: one series per label set, not one per worker
             assert series(samples, "sidecar_signing_key_info") == {
                 (("bits", "2048"), ("key_id", signing_key.key_id)): 1.0}

@@ -1,0 +1,137 @@
+"""Bounded load generators: gRPC (grpc.aio) for the sidecar, HTTP (aiohttp) for the Flask apps.
+
+Every run stops by itself at ``duration`` seconds or ``max_calls`` calls,
+whichever comes first. ``concurrency`` coroutines each keep one call in
+flight; gRPC calls are spread over ``channels`` channels, each with its own
+connection (``grpc.use_local_subchannel_pool``), so SO_REUSEPORT can hand
+them to different pre-forked workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+REPEATED = ("repeat@bench.example", "0f8fad5b-d9cb-469f-a165-70867728950e")
+
+
+def identity(n: int, repeated: bool) -> tuple[str, str]:
+    """The n-th unique (email, uuid), or always the same one."""
+    if repeated:
+        return REPEATED
+    return f"user{n}@bench.example", f"00000000-0000-4000-8000-{n:012x}"
+
+
+@dataclass
+class Result:
+    """What one load run saw from the client side."""
+
+    calls: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile in seconds (nearest rank)."""
+        if not self.latencies:
+            return float("nan")
+        s = sorted(self.latencies)
+        return s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))]
+
+
+async def _drive(call: Callable[[int], object], concurrency: int, duration: float, max_calls: int | None,
+                 start_at: int) -> Result:
+    res = Result()
+    counter = iter(range(start_at, 1 << 62))
+    deadline = time.perf_counter() + duration
+    limit = max_calls if max_calls is not None else 1 << 62
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline and res.calls + res.errors < limit:
+            n = next(counter)
+            t = time.perf_counter()
+            try:
+                await call(n)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
+                res.errors += 1
+                res.first_error = res.first_error or f"{type(exc).__name__}: {exc}"[:300]
+                continue
+            res.latencies.append(time.perf_counter() - t)
+            res.calls += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    res.seconds = time.perf_counter() - started
+    return res
+
+
+async def grpc_load(target: str, *, concurrency: int, duration: float, channels: int, repeated: bool,
+                    max_calls: int | None = None, start_at: int = 0, ttl_seconds: int = 0) -> Result:
+    """Call ``IssueToken`` on ``target`` with unique identities (or one repeated identity)."""
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]
+    try:
+        await asyncio.gather(*(asyncio.wait_for(c.channel_ready(), 10) for c in chans))
+        stubs = [pb_grpc.IdentityServiceStub(c) for c in chans]
+        ttl = {"ttl": {"seconds": ttl_seconds}} if ttl_seconds else {}
+
+        async def call(n: int) -> None:
+            email, uuid = identity(n, repeated)
+            await stubs[n % len(stubs)].IssueToken(pb.IssueTokenRequest(email=email, uuid=uuid, **ttl), timeout=30)
+
+        return await _drive(call, concurrency, duration, max_calls, start_at)
+    finally:
+        await asyncio.gather(*(c.close() for c in chans))
+
+
+async def http_load(url: str, *, concurrency: int, duration: float, repeated: bool) -> Result:
+    """POST ``{"email", "uuid"}`` to the Flask apps' ``/generate-jwt``."""
+    import aiohttp
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
+
+        async def call(n: int) -> None:
+            email, uuid = identity(n, repeated)
+            async with session.post(url, json={"email": email, "uuid": uuid}) as r:
+                body = await r.json()
+                if r.status != 200 or "jwt" not in body:
+                    raise RuntimeError(f"HTTP {r.status}: {body}")
+
+        return await _drive(call, concurrency, duration, None, 0)
+
+
+def one_caller(target: str, calls: int, duration: float) -> Result:
+    """One blocking caller, one call at a time, unique identities: the latency a single request sees."""
+    res = Result()
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.IdentityServiceStub(channel)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        for n in range(20):  # warm the connection and the code paths
+            email, uuid = identity(10**9 + n, False)
+            stub.IssueToken(pb.IssueTokenRequest(email=email, uuid=uuid), timeout=10)
+        started = time.perf_counter()
+        deadline = started + duration
+        for n in range(calls):
+            if time.perf_counter() > deadline:
+                break
+            email, uuid = identity(2 * 10**9 + n, False)
+            t = time.perf_counter()
+            stub.IssueToken(pb.IssueTokenRequest(email=email, uuid=uuid), timeout=10)
+            res.latencies.append(time.perf_counter() - t)
+            res.calls += 1
+        res.seconds = time.perf_counter() - started
+    return res

@@ -1,0 +1,417 @@
+"""The sidecar's benchmark beside the physical limit: RSA-2048 signing as openssl does it.
+
+One run measures, in this order:
+
+1. ``openssl speed -seconds N rsa2048`` on one core and ``-multi <cores>`` on all;
+2. a real ``sidecar serve`` process (``--workers auto`` by default) driven by a
+   bounded grpc.aio load generator over TCP and over the Unix socket, with
+   unique identities (every call signs) and one repeated identity (token cache);
+3. one caller, one call at a time, over the Unix socket: the latency one login sees;
+4. the seeds' Flask app (PEM text parsed on every call) and the same app with the
+   key parsed once, both under gunicorn with one worker per core, same concurrency;
+5. RSS flatness: a fresh sidecar issuing unique tokens with the cache on, RSS
+   read after the first and the second count (``--rss-counts``).
+
+It prints a table, and writes ``results.json`` and ``results.png`` to ``--out``.
+Server CPU per token is user+system of the server and all its workers (from
+/proc) divided by tokens, in units of one openssl single-core RSA-2048
+signature measured in the same run. Nothing here asserts a speed.
+
+    python bench/run.py                       # the full run (~2-3 min)
+    python bench/run.py --smoke               # seconds: CI's check that it runs
+    python bench/run.py --rss-counts 100000,1000000 --duration 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+import loadgen  # noqa: E402  (bench modules beside this file)
+import procstat  # noqa: E402
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    name: str
+    server: str
+    transport: str
+    identities: str
+    concurrency: int
+    tokens: int
+    errors: int
+    seconds: float
+    tokens_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s: float
+    cpu_per_token_sigs: float
+    peak_rss_mib: float
+    vs_openssl_1core: float
+    vs_openssl_all: float
+    first_error: str = ""
+
+
+# --- openssl ---------------------------------------------------------------------------------
+
+OPENSSL_LINE = re.compile(r"^rsa\s+2048 bits\s+\S+s\s+\S+s\s+([\d.]+)\s+([\d.]+)", re.MULTILINE)
+
+
+def openssl_speed(seconds: int, multi: int | None) -> float:
+    """RSA-2048 signatures per second (openssl divides by CPU user time unless -elapsed)."""
+    cmd = ["openssl", "speed", "-seconds", str(seconds)]
+    if multi:
+        cmd += ["-multi", str(multi)]
+    out = subprocess.run([*cmd, "rsa2048"], capture_output=True, text=True, check=True).stdout
+    m = OPENSSL_LINE.search(out)
+    if not m:
+        raise SystemExit(f"cannot read `{' '.join(cmd)} rsa2048` output:\n{out}")
+    return float(m.group(1))
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+def wait_grpc(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    from sidecar.client import health_status
+
+    deadline = time.monotonic() + timeout
+    while health_status(addr, timeout=0.5) != "SERVING":
+        if proc.poll() is not None:
+            raise SystemExit(f"sidecar exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"sidecar at {addr} not SERVING after {timeout}s")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@contextmanager
+def sidecar(keydir: Path, workers: str, extra: list[str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """A real ``sidecar serve`` on 127.0.0.1:<free> and a Unix socket."""
+    port = free_port()
+    sock = Path(tempfile.mkdtemp(prefix="scb-", dir="/tmp")) / "s.sock"
+    tcp, unix = f"127.0.0.1:{port}", f"unix://{sock}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "sidecar", "serve", "--key-file", str(keydir / "private.pem"),
+           "--uuid-salt", "someString", "--listen", f"{tcp},{unix}", "--workers", workers,
+           "--metrics-addr", f"127.0.0.1:{free_port()}", "--grace", "5s", "--log-level", "WARNING", *extra]
+    with log.open("ab") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_grpc(tcp, proc)
+        wait_grpc(unix, proc)
+        yield proc, tcp, unix
+    finally:
+        code = stop(proc)
+        shutil.rmtree(sock.parent, ignore_errors=True)
+        if code != 0:
+            print(f"warning: sidecar exited with {code} (see {log})", file=sys.stderr)
+
+
+@contextmanager
+def gunicorn(module: str, keydir: Path, workers: int, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """One of the Flask apps under gunicorn, one sync worker per core."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("gunicorn")
+    cmd = [str(exe), "-w", str(workers), "-b", f"127.0.0.1:{port}", "--chdir", str(keydir),
+           "--pythonpath", str(HERE), "--timeout", "120", "--log-level", "warning", f"{module}:app"]
+    with log.open("ab") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_http(port, proc)
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, sig1: float, sig_all: float) -> None:
+        self.args = args
+        self.sig1 = sig1
+        self.sig_all = sig_all
+        self.rows: list[Row] = []
+        self._next_id = 0
+
+    def ids(self) -> int:
+        """A fresh range of identity numbers, so no run hits tokens cached by another."""
+        self._next_id += 10**8
+        return self._next_id
+
+    def measure(self, name: str, server: str, transport: str, identities: str, pid: int,
+                run: object) -> Row:
+        cpu0 = procstat.cpu_seconds(pid)
+        res: loadgen.Result = asyncio.run(run)  # type: ignore[arg-type]
+        cpu = procstat.cpu_seconds(pid) - cpu0
+        row = Row(name=name, server=server, transport=transport, identities=identities,
+                  concurrency=self.args.concurrency, tokens=res.calls, errors=res.errors,
+                  seconds=round(res.seconds, 3), tokens_per_s=round(res.rate, 1),
+                  p50_ms=round(res.percentile(50) * 1e3, 2), p99_ms=round(res.percentile(99) * 1e3, 2),
+                  server_cpu_s=round(cpu, 3),
+                  cpu_per_token_sigs=round(cpu * self.sig1 / res.calls, 3) if res.calls else float("nan"),
+                  peak_rss_mib=round(procstat.peak_rss_mib(pid), 1),
+                  vs_openssl_1core=round(res.rate / self.sig1, 3), vs_openssl_all=round(res.rate / self.sig_all, 3),
+                  first_error=res.first_error)
+        self.rows.append(row)
+        print(f"  {name:<34} {row.tokens_per_s:>8.0f} tok/s  p99 {row.p99_ms:>7.2f} ms  "
+              f"cpu/token {row.cpu_per_token_sigs:>5.2f} sig  errors {row.errors}", flush=True)
+        return row
+
+    def grpc(self, name: str, pid: int, target: str, transport: str, repeated: bool, concurrency: int | None = None,
+             channels: int | None = None) -> Row:
+        a = self.args
+        conc = concurrency or a.concurrency
+        chans = channels or a.channels
+        warm = asyncio.run(loadgen.grpc_load(target, concurrency=conc, duration=a.warmup, channels=chans,
+                                             repeated=repeated, start_at=self.ids()))
+        if warm.errors and not warm.calls:
+            print(f"  warm-up of {name} failed: {warm.first_error}", file=sys.stderr)
+        run = loadgen.grpc_load(target, concurrency=conc, duration=a.duration, channels=chans,
+                                repeated=repeated, start_at=self.ids())
+        return self.measure(name, "sidecar", transport, "repeated" if repeated else "unique", pid, run)
+
+
+def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
+    a = b.args
+    extra: dict[str, object] = {}
+    print(f"sidecar serve --workers {a.workers} {' '.join(a.sidecar_arg)}", flush=True)
+    with sidecar(keydir, a.workers, a.sidecar_arg, log) as (proc, tcp, unix):
+        extra["workers"] = len(procstat.descendants(proc.pid)) - (1 if a.workers not in ("1",) else 0)
+        b.grpc("sidecar TCP, unique", proc.pid, tcp, "tcp", repeated=False)
+        b.grpc("sidecar TCP, repeated (cache)", proc.pid, tcp, "tcp", repeated=True)
+        b.grpc("sidecar Unix, unique", proc.pid, unix, "unix", repeated=False)
+        b.grpc("sidecar Unix, repeated (cache)", proc.pid, unix, "unix", repeated=True)
+        lat = loadgen.one_caller(unix, a.latency_calls, a.duration * 2)
+        extra["one_caller_unix"] = {"calls": lat.calls, "p50_ms": round(lat.percentile(50) * 1e3, 3),
+                                    "p99_ms": round(lat.percentile(99) * 1e3, 3),
+                                    "max_ms": round(max(lat.latencies) * 1e3, 3) if lat.latencies else None}
+        print(f"  one caller over Unix socket: {lat.calls} calls, p50 {extra['one_caller_unix']['p50_ms']} ms, "  # type: ignore[index]
+              f"p99 {extra['one_caller_unix']['p99_ms']} ms", flush=True)  # type: ignore[index]
+    return extra
+
+
+def run_flask(b: Bench, keydir: Path, log: Path) -> None:
+    a = b.args
+    for module, name in (("preloaded_app", "Flask, key preloaded"), ("seed_app", "Flask seed (PEM per call)")):
+        print(f"gunicorn -w {a.cores} {module}:app", flush=True)
+        with gunicorn(module, keydir, a.cores, log) as (proc, port):
+            url = f"http://127.0.0.1:{port}/generate-jwt"
+            asyncio.run(loadgen.http_load(url, concurrency=a.concurrency, duration=min(a.warmup, 1.0), repeated=False))
+            b.measure(name, "gunicorn+flask", "http", "unique", proc.pid,
+                      loadgen.http_load(url, concurrency=a.concurrency, duration=a.duration, repeated=False))
+
+
+def run_rss(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
+    a = b.args
+    first, second = a.rss_counts
+    out: dict[str, object] = {"counts": [first, second], "cache_size": a.rss_cache_size}
+    print(f"RSS flatness: {first} then {second} unique tokens, cache size {a.rss_cache_size}", flush=True)
+    cache_args = ["--token-cache-size", str(a.rss_cache_size)]
+    with sidecar(keydir, a.workers, [*cache_args, *a.sidecar_arg], log) as (proc, tcp, _unix):
+        issued, points, start = 0, [], 0
+        for target_count in (first, second):
+            res = asyncio.run(loadgen.grpc_load(tcp, concurrency=a.concurrency, duration=a.rss_timeout,
+                                                channels=a.channels, repeated=False,
+                                                max_calls=target_count - issued, start_at=start))
+            issued += res.calls
+            start += res.calls + res.errors
+            points.append({"issued": issued, "rss_mib": round(procstat.rss_mib(proc.pid), 1),
+                           "peak_rss_mib": round(procstat.peak_rss_mib(proc.pid), 1)})
+            print(f"  after {issued} tokens: RSS {points[-1]['rss_mib']} MiB, peak {points[-1]['peak_rss_mib']} MiB",
+                  flush=True)
+        out["points"] = points
+        p0, p1 = points[0]["peak_rss_mib"], points[1]["peak_rss_mib"]
+        out["peak_growth"] = round(p1 / p0 - 1, 4) if p0 else None  # type: ignore[operator]
+    return out
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def table(rows: list[Row], sig1: float, sig_all: float, cores: int) -> str:
+    head = (f"openssl speed rsa2048: {sig1:,.0f} sign/s on 1 core (1 signature = {1e6 / sig1:.0f} us CPU), "
+            f"{sig_all:,.0f} sign/s with -multi {cores}\n")
+    cols = ("scenario", "tokens/s", "x openssl 1c", f"x openssl {cores}c", "p50 ms", "p99 ms",
+            "CPU/token (sig)", "peak RSS MiB", "errors")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.tokens_per_s:,.0f} | {r.vs_openssl_1core:.2f} | {r.vs_openssl_all:.2f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_token_sigs:.2f} | {r.peak_rss_mib:.0f} | "
+                     f"{r.errors} |")
+    return head + "\n".join(lines)
+
+
+def ratios(rows: list[Row]) -> dict[str, float]:
+    by = {r.name: r for r in rows}
+    out: dict[str, float] = {}
+    fresh = by.get("sidecar TCP, unique")
+    for other, key in (("Flask, key preloaded", "sidecar_vs_flask_preloaded"),
+                       ("Flask seed (PEM per call)", "sidecar_vs_flask_seed")):
+        if fresh and other in by and by[other].tokens_per_s:
+            out[key] = round(fresh.tokens_per_s / by[other].tokens_per_s, 2)
+    return out
+
+
+def chart(rows: list[Row], sig1: float, sig_all: float, cores: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.name for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.5))
+    ax1.barh(names, [r.tokens_per_s for r in rows], color="tab:blue")
+    ax1.axvline(sig1, color="tab:red", ls="--", label=f"openssl 1 core ({sig1:,.0f}/s)")
+    ax1.axvline(sig_all, color="tab:red", ls=":", label=f"openssl -multi {cores} ({sig_all:,.0f}/s)")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("tokens/s (log)")
+    ax1.legend(loc="lower right", fontsize=8)
+    ax1.invert_yaxis()
+    ax2.barh(names, [r.cpu_per_token_sigs for r in rows], color="tab:green")
+    ax2.axvline(1.0, color="tab:red", ls="--", label="one RSA-2048 signature")
+    ax2.set_xscale("log")
+    ax2.set_xlabel("server CPU per token, in openssl 1-core signatures (log)")
+    ax2.legend(loc="lower right", fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_yticklabels([])
+    fig.suptitle("Synerise token issuance vs the RSA-2048 limit")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    cores = len(os.sched_getaffinity(0))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per scenario (10)")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each (2)")
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
+    p.add_argument("--channels", type=int, default=8, help="gRPC channels, each its own connection (8)")
+    p.add_argument("--workers", default="auto", help="sidecar --workers (auto: one per core)")
+    p.add_argument("--sidecar-arg", action="append", default=[], help="extra `sidecar serve` argument (repeatable)")
+    p.add_argument("--openssl-seconds", type=int, default=3, help="openssl speed -seconds (3)")
+    p.add_argument("--latency-calls", type=int, default=3000, help="calls of the one-caller latency run (3000)")
+    p.add_argument("--rss-counts", default="20000,100000",
+                   help="tokens issued before the two RSS readings (the issue's figure: 100000,1000000)")
+    p.add_argument("--rss-cache-size", type=int, default=100_000, help="--token-cache-size of the RSS run (100000)")
+    p.add_argument("--rss-timeout", type=float, default=900, help="give up an RSS leg after this many seconds")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: openssl-multi,sidecar,flask,rss")
+    p.add_argument("--out", default=str(HERE / "results"), help="directory for results.json and results.png")
+    p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the bench runs, measures nothing")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.duration, a.warmup, a.openssl_seconds, a.latency_calls = 1.0, 0.3, 1, 200
+        a.concurrency, a.rss_counts, a.rss_timeout = 16, "300,1000", 60
+    a.rss_counts = tuple(int(x) for x in a.rss_counts.split(","))
+    if len(a.rss_counts) != 2 or not 0 < a.rss_counts[0] < a.rss_counts[1]:
+        p.error("--rss-counts: two increasing counts, e.g. 100000,1000000")
+    a.skip = set(filter(None, a.skip.split(",")))
+    a.cores = cores
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "servers.log"
+    log.write_bytes(b"")
+    loadavg = os.getloadavg()
+    print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
+    sig1 = openssl_speed(a.openssl_seconds, None)
+    sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
+    print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f}, -multi {a.cores} {sig_all:,.0f}", flush=True)
+    b = Bench(a, sig1, sig_all)
+    keydir = Path(tempfile.mkdtemp(prefix="bench-keys-"))
+    results: dict[str, object] = {}
+    try:
+        subprocess.run(["openssl", "genpkey", "-out", "private.pem", "-algorithm", "RSA",
+                        "-pkeyopt", "rsa_keygen_bits:2048"], cwd=keydir, check=True, capture_output=True)
+        if "sidecar" not in a.skip:
+            results["sidecar"] = run_sidecar(b, keydir, log)
+        if "flask" not in a.skip:
+            run_flask(b, keydir, log)
+        if "rss" not in a.skip:
+            results["rss"] = run_rss(b, keydir, log)
+    finally:
+        shutil.rmtree(keydir, ignore_errors=True)
+    text = table(b.rows, sig1, sig_all, a.cores)
+    print()
+    print(text)
+    r = ratios(b.rows)
+    side = results.get("sidecar", {})
+    if isinstance(side, dict) and "one_caller_unix" in side:
+        print(f"\none caller over the Unix socket: p50 {side['one_caller_unix']['p50_ms']} ms, "
+              f"p99 {side['one_caller_unix']['p99_ms']} ms")
+    rss = results.get("rss")
+    if isinstance(rss, dict) and rss.get("points"):
+        pts = rss["points"]
+        print(f"peak RSS after {pts[0]['issued']} / {pts[1]['issued']} tokens: {pts[0]['peak_rss_mib']} / "
+              f"{pts[1]['peak_rss_mib']} MiB ({100 * rss['peak_growth']:+.1f} %)")
+    for k, v in r.items():
+        print(f"{k}: {v}x")
+    loadavg_end = os.getloadavg()
+    doc = {"cores": a.cores, "loadavg_start": loadavg, "loadavg_end": loadavg_end,
+           "openssl": {"sign_per_s_1core": sig1, "sign_per_s_all": sig_all, "seconds": a.openssl_seconds},
+           "settings": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(a).items()},
+           "rows": [asdict(row) for row in b.rows], "ratios": r, **results}
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if b.rows:
+        chart(b.rows, sig1, sig_all, a.cores, out / "results.png")
+    print(f"\nwrote {out / 'results.json'} and {out / 'results.png'}; load average {loadavg_end[0]:.2f} at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
