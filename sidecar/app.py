@@ -90,7 +90,7 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    opts = server.ServerOptions(reuse_port=reuse_port, unix=unix)
+    opts = server.ServerOptions(reuse_port=reuse_port, unix=unix, health_listen=cfg.health_listen)
     access.install(opts, cfg, observer)
     limits.install(opts, cfg, observer)
     opts.interceptors.insert(0, rpc_metrics)  # outermost: it sees every refusal
@@ -139,7 +139,7 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     from sidecar.supervisor import check_tcp_ports
 
-    check_tcp_ports(cfg.listen)
+    check_tcp_ports((*cfg.listen, *cfg.health_listen))
     settings = load_events(cfg)  # fail fast, before any worker starts
     if cfg.dev_mode:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
@@ -155,7 +155,9 @@ def serve(cfg: Config, key: SigningKey) -> int:
     from sidecar.supervisor import Supervisor, reserve_tcp_ports
 
     listen, held = reserve_tcp_ports(cfg.listen)
-    cfg = replace(cfg, listen=tuple(listen))
+    health_listen, health_held = reserve_tcp_ports(cfg.health_listen)
+    held += health_held
+    cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
     exporter = MultiprocessExporter(cfg.metrics_addr)  # before forking: workers inherit its value class
 

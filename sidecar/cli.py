@@ -28,6 +28,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--uuid-namespace", help="UUIDv5 namespace: url, dns or a UUID [SIDECAR_UUID_NAMESPACE]")
     p.add_argument("--default-ttl", help="token lifetime: seconds, 30m, 24h, 6d; < 7 days [SIDECAR_DEFAULT_TTL]")
     p.add_argument("--listen", help="comma-separated unix:///path and host:port addresses [SIDECAR_LISTEN]")
+    p.add_argument("--health-listen", help="host:port addresses serving only the gRPC health service, "
+                   "for kubelet grpc probes [SIDECAR_HEALTH_LISTEN]")
     p.add_argument("--metrics-addr", help="host:port for /metrics; empty disables [SIDECAR_METRICS_ADDR]")
     p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
     p.add_argument("--verify-previous-key-grace", dest="previous_key_grace",

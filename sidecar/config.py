@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sidecar import identity
@@ -28,6 +28,7 @@ ENV = {
     "uuid_namespace": "SIDECAR_UUID_NAMESPACE",
     "default_ttl": "SIDECAR_DEFAULT_TTL",
     "listen": "SIDECAR_LISTEN",
+    "health_listen": "SIDECAR_HEALTH_LISTEN",
     "metrics_addr": "SIDECAR_METRICS_ADDR",
     "events_config": "SIDECAR_EVENTS_CONFIG",
     "previous_key_grace": "SIDECAR_VERIFY_PREVIOUS_KEY_GRACE",
@@ -69,6 +70,8 @@ class Config:
     default_ttl: timedelta = DEFAULT_TTL
     #: Listen addresses: ``unix:///path`` or ``host:port``.
     listen: tuple[str, ...] = ("127.0.0.1:50051",)
+    #: ``host:port`` addresses serving only grpc.health.v1 (kubelet gRPC probes); empty: none.
+    health_listen: tuple[str, ...] = ()
     #: ``host:port`` of the Prometheus endpoint; empty disables it.
     metrics_addr: str = "127.0.0.1:9464"
     #: TOML file with the event authentication lists; ``None``: the documented defaults.
@@ -89,8 +92,6 @@ class Config:
     token_cache_size: int = 100_000
     #: Share of the asked lifetime a cached token must still have to be reused.
     token_cache_min_remaining: float = 0.5
-    #: Extra settings later features add without widening this signature.
-    extra: Mapping[str, object] = field(default_factory=dict)
     # --- key rotation, access control and limits (issue 4) ---
     #: TLS server certificate chain (PEM) for TCP listeners; with ``tls_key``.
     tls_cert: str | None = None
@@ -124,6 +125,8 @@ class Config:
             raise ConfigError("SIDECAR_LISTEN: at least one listen address is required")
         for addr in self.listen:
             _check_listen(addr)
+        for addr in self.health_listen:
+            _check_host_port(addr, "SIDECAR_HEALTH_LISTEN")
         if self.metrics_addr:
             _check_host_port(self.metrics_addr, "SIDECAR_METRICS_ADDR")
         if not timedelta(0) <= self.previous_key_grace <= MAX_TTL:
@@ -292,6 +295,9 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["previous_key_grace"] = parse_duration(str(previous_key_grace))
         except ValueError as exc:
             raise ConfigError(f"SIDECAR_VERIFY_PREVIOUS_KEY_GRACE: {exc}") from None
+    health_listen = pick("health_listen")
+    if health_listen is not None:
+        kwargs["health_listen"] = tuple(a.strip() for a in str(health_listen).split(",") if a.strip())
     listen = pick("listen")
     if listen is not None:
         kwargs["listen"] = tuple(a.strip() for a in str(listen).split(",") if a.strip())

@@ -75,7 +75,7 @@ RULES = (
     "data_not_listed",  # changes data, on no data list while data_with_jwt is not empty
     "anonymous_any",  # anonymous_without_jwt empty: every anonymous event accepted
     "anonymous_list",  # on anonymous_without_jwt
-    "anonymous_not_listed",  # anonymous event outside a non-empty anonymous_without_jwt
+    "anonymous_not_listed",  # anonymous event outside a non-empty anonymous_without_jwt, data_with_jwt not empty
 )
 
 #: Actions ``sidecar events check`` shows in its decision table besides the listed ones.
@@ -156,6 +156,11 @@ def _without_jwt(s: EventSettings, action: str, changes_customer_data: bool) -> 
         return True, "anonymous_list", f"{action} is on anonymous_without_jwt: accepted for anonymous customers"
     if action in s.data_without_jwt:
         return True, "data_list", f"{action} is on data_without_jwt: it is accepted without a JWT"
+    if not s.data_with_jwt:
+        # "If this list is empty, all events sent through JS SDK won't require JWT
+        # authentication": the issue makes it absolute, so it also opens the gate of
+        # a non-empty anonymous_without_jwt.
+        return True, "jwt_list_empty", "data_with_jwt is empty: no event requires a JWT"
     return False, "anonymous_not_listed", (
         f"{action} is not on anonymous_without_jwt: anonymous customers cannot send it; it requires a valid JWT"
     )

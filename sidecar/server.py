@@ -178,6 +178,10 @@ class ServerOptions:
     socket_mode: int = 0o660
     #: TLS credentials for TCP listeners (``None``: plaintext); Unix sockets stay plaintext.
     credentials: grpc.ServerCredentials | None = None
+    #: ``host:port`` addresses of a separate, plaintext server that answers only
+    #: ``grpc.health.v1`` (same status as the main one): what a kubelet's native
+    #: ``grpc:`` probe can reach on the pod IP without exposing the signing API.
+    health_listen: tuple[str, ...] = ()
     #: The pool that runs calls (``None``: a plain pool of ``max_workers``); limits count calls through it.
     executor: futures.ThreadPoolExecutor | None = None
 
@@ -209,6 +213,22 @@ class Runtime:
             if addr.startswith("unix://") and not self.opts.unix:
                 continue
             self.addresses.append(self._bind(addr))
+        self.health_server: grpc.Server | None = None
+        self.health_addresses: list[str] = []
+        if self.opts.health_listen:
+            self.health_server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+                options=[("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), ("grpc.max_receive_message_length", 1024)],
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            for addr in self.opts.health_listen:
+                try:
+                    port = self.health_server.add_insecure_port(addr)
+                except RuntimeError:
+                    port = 0
+                if port == 0:
+                    raise errors.ConfigError(f"SIDECAR_HEALTH_LISTEN: cannot listen on {addr} (in use, or not permitted)")
+                self.health_addresses.append(f"{addr.rpartition(':')[0]}:{port}")
         self._stopped = threading.Event()
 
     def _bind(self, addr: str) -> str:
@@ -240,6 +260,8 @@ class Runtime:
 
     def start(self) -> None:
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self.set_serving(True)
 
     def set_serving(self, serving: bool) -> None:
@@ -251,6 +273,8 @@ class Runtime:
         """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.health_server is not None:  # answered NOT_SERVING all through the drain
+            self.health_server.stop(0).wait()
         for path in self._sockets:
             path.unlink(missing_ok=True)
         self._stopped.set()

@@ -214,3 +214,21 @@ def test_prefork_workers_die_with_a_killed_master(spawn_sidecar, key_env):
         alive = [c for c in children if _running(c)]
         time.sleep(0.05)
     assert alive == [], f"workers {alive} outlived their master"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_health_listen_port_answers_probes(spawn_sidecar, key_env, workers):
+    health_addr = f"127.0.0.1:{free_port()}"
+    p = spawn_sidecar("--workers", workers, "--health-listen", health_addr, env=key_env)
+    ok = run("health", "--addr", health_addr)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    with grpc.insecure_channel(health_addr) as ch, pytest.raises(grpc.RpcError) as exc:
+        pb_grpc.IdentityServiceStub(ch).GetPublicKey(pb.GetPublicKeyRequest(), timeout=10)
+    assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    code, err = p.stop()
+    assert code == 0, err
+
+
+def test_health_listen_refuses_bad_address(key_env):
+    assert "SIDECAR_HEALTH_LISTEN: '8086' is not host:port" in refusal(
+        run("serve", env={**key_env, "SIDECAR_HEALTH_LISTEN": "8086"}))

@@ -307,15 +307,17 @@ def test_manifests_agree_with_each_other_and_the_image() -> None:
     assert "emptyDir" in vols["sidecar-socket"] and listen[0] == f"unix://{sock_dir}/sidecar.sock"
     for c in spec["containers"]:
         assert {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "sidecar-socket"} == {sock_dir}
-    # gRPC TCP is loopback only, and it is the port every probe asks.
+    # The signing API's TCP listener is loopback only; every probe is a native gRPC
+    # probe on the health-only listener, which is declared as a container port.
     tcp = [a for a in listen if not a.startswith("unix://")]
     assert len(tcp) == 1 and tcp[0].startswith("127.0.0.1:")
+    health_port = int(cm["data"]["SIDECAR_HEALTH_LISTEN"].rsplit(":", 1)[1])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        cmd = sidecar[probe]["exec"]["command"]
-        assert cmd[:2] == ["sidecar", "health"] and cmd[cmd.index("--addr") + 1] == tcp[0]
+        assert sidecar[probe]["grpc"] == {"port": health_port}
     # Metrics: listened on, annotated, named in the Service and scraped by the ServiceMonitor.
     metrics_port = int(cm["data"]["SIDECAR_METRICS_ADDR"].rsplit(":", 1)[1])
-    (port,) = sidecar["ports"]
+    port, health = sidecar["ports"]
+    assert health["containerPort"] == health_port
     assert port["containerPort"] == metrics_port == int(pod["metadata"]["annotations"]["prometheus.io/port"])
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()

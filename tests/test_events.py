@@ -85,9 +85,12 @@ CASES: list[tuple[str, str, str, bool, bool, str]] = [
     # authentication" - allowed to change data without a token, so allowed to be sent.
     ("o", "h", "e", False, True, "data_list"), ("o", "h", "o", False, True, "data_list"),
     # Not on a non-empty first list: anonymous customers cannot send it ("some (or
-    # even all) events can only be sent by customers who confirmed their identity").
-    ("o", "e", "e", False, False, "anonymous_not_listed"), ("o", "e", "o", False, False, "anonymous_not_listed"),
-    ("o", "o", "e", False, False, "anonymous_not_listed"), ("o", "o", "o", False, False, "anonymous_not_listed"),
+    # even all) events can only be sent by customers who confirmed their identity")...
+    ("o", "e", "o", False, False, "anonymous_not_listed"), ("o", "o", "o", False, False, "anonymous_not_listed"),
+    # ...unless the third list is empty: "If this list is empty, all events sent
+    # through JS SDK won't require JWT authentication" (the issue: "empty third list =
+    # no event requires a JWT").
+    ("o", "e", "e", False, True, "jwt_list_empty"), ("o", "o", "e", False, True, "jwt_list_empty"),
 ]
 
 # Token states.  "The customer's identity is verified by your own backend, which
@@ -313,7 +316,8 @@ def test_serve_reads_the_settings_file(spawn_sidecar, tmp_path: Path) -> None:
 
         stub = pb_grpc.IdentityServiceStub(channel)
         assert ask(stub, "page.visit", False) == (True, False, "anonymous_list")
-        assert ask(stub, "cart.view", False) == (False, True, "anonymous_not_listed")
+        # data_with_jwt = []: no event requires a JWT, not even one off the anonymous list.
+        assert ask(stub, "cart.view", False) == (True, False, "jwt_list_empty")
         # data_with_jwt = []: form.submit needs no JWT; data_without_jwt kept its default.
         assert ask(stub, "form.submit", True) == (True, False, "data_list")
         assert ask(stub, "profile.update", True) == (True, False, "jwt_list_empty")
@@ -405,3 +409,14 @@ def test_console_script_is_installed() -> None:
     r = subprocess.run([str(script), "events", "check", "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0 and "FILE" in r.stdout
 
+
+
+@pytest.mark.parametrize("changes", [False, True])
+@pytest.mark.parametrize("l2", list(LIST_STATES))
+@pytest.mark.parametrize("l1", list(LIST_STATES))
+def test_empty_jwt_list_means_no_event_requires_a_jwt(l1: str, l2: str, changes: bool) -> None:
+    """The issue: "empty third list = no event requires a JWT" - for every action and both kinds of event."""
+    s = settings(l1, l2, "e")
+    for action in (EVENT, OTHER, "page.visit"):
+        d = events.decide(s, action, changes_customer_data=changes, authenticated=False)
+        assert (d.accepted, d.requires_jwt) == (True, False), (action, d)

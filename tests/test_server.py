@@ -218,3 +218,24 @@ def test_concurrent_calls_all_sign_correctly(srv, openssl_keys):
     for email, r in results:
         claims = jwt.decode(r.token.jwt, public, algorithms=["RS256"]).claims
         assert claims["email"] == email and claims["uuid"] == str(customer_uuid(email, "someString"))
+
+
+def test_health_only_listener_serves_health_and_nothing_else(start_server):
+    """The kubelet-probe port: health answers, the signing API is not there, drain shows."""
+    from sidecar.server import ServerOptions
+
+    s = start_server(opts=ServerOptions(health_listen=("127.0.0.1:0",)))
+    (addr,) = s.runtime.health_addresses
+    with grpc.insecure_channel(addr) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        for service in ("", SERVICE_NAME):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as exc:
+            from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+            pb_grpc.IdentityServiceStub(ch).IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE), timeout=10)
+        assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        s.runtime.health.enter_graceful_shutdown()
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.NOT_SERVING
