@@ -246,6 +246,8 @@ def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image
     manifest.write_text(text)
     pod_name = next(d for d in yaml.safe_load_all(text) if d["kind"] == "Pod")["metadata"]["name"]
     try:
+        # A pod of this name left by an interrupted earlier run would make play fail.
+        podman("pod", "rm", "--force", "--ignore", pod_name, check=False, timeout=60)
         podman("kube", "play", "--network", "none", str(manifest), timeout=120)
         app = f"{pod_name}-app"
         deadline = time.monotonic() + 90
