@@ -1,8 +1,12 @@
 """Key hygiene: who may read the key file, and no core dumps holding it.
 
-A private key file readable by group or others is refused (unless the operator
-says ``--allow-insecure-key-permissions``): on a shared node anyone in the
-group could copy it. Core dumps are switched off because a dump of the server
+A private key file readable by others is refused, and so is one readable by its
+group (unless the operator says ``--allow-insecure-key-permissions``): on a
+shared node anyone in the group could copy it. One group-readable layout is
+accepted because it is how Kubernetes mounts a Secret for a non-root container:
+``defaultMode: 0400`` with ``fsGroup`` gives ``0440 root:<fsGroup>``. There the
+file belongs to someone else, this process reads it only through its own group,
+and the group cannot write it. Core dumps are switched off because a dump of the server
 process would contain the parsed key.
 """
 
@@ -25,16 +29,31 @@ def check_key_permissions(path: str, *, allow_insecure: bool = False) -> None:
     >>> check_key_permissions("/nonexistent")  # a missing file is reported by the loader
     """
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError:
         return
+    mode = st.st_mode
     if not stat.S_ISREG(mode):  # a directory or device is reported by the loader, accurately
         return
-    if mode & INSECURE_BITS and not allow_insecure:
+    if mode & INSECURE_BITS and not allow_insecure and not _secret_volume_layout(st):
         raise KeyError_(
             f"key file {path}: mode {stat.S_IMODE(mode):04o} lets group or others read the private key; "
             "chmod 600 it (Kubernetes: defaultMode 0400), or pass --allow-insecure-key-permissions"
         )
+
+
+def _secret_volume_layout(st: os.stat_result, euid: int | None = None, groups: set[int] | None = None) -> bool:
+    """``0440 root:<our group>``-style: readable by group only, owned by another user,
+    the group one of this process's (``euid``/``groups``: this process's unless given),
+    and neither group nor others may write or read more."""
+    euid = os.geteuid() if euid is None else euid
+    groups = {os.getegid(), *os.getgroups()} if groups is None else groups
+    mode = stat.S_IMODE(st.st_mode)
+    return (
+        not mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IXOTH | stat.S_IWGRP)
+        and st.st_uid != euid
+        and st.st_gid in groups
+    )
 
 
 def load_key(path: str, passphrase_file: str | None, *, allow_insecure: bool = False) -> keys.SigningKey:

@@ -199,3 +199,36 @@ def test_scanner_finds_leaked_material(openssl_keys) -> None:
             with pytest.raises(AssertionError, match="material"):
                 assert_no_key_material(text, key)
     assert_no_key_material(key.public_pem + key.certificate_code + str(key.public_jwk()), key)  # public is fine
+
+
+UID = GID = 10001  # the image's user; any non-root id works
+
+
+@pytest.mark.parametrize(
+    ("owner", "group", "mode", "accepted"),
+    [
+        (0, GID, 0o440, True),  # a Kubernetes Secret: defaultMode 0400 + fsGroup
+        (0, GID, 0o444, False),  # others may read
+        (0, GID, 0o460, False),  # the group may write
+        (0, 0, 0o440, False),  # group-readable by a group this process is not in
+        (UID, GID, 0o440, False),  # its own file: the group bit only widens access
+    ],
+)
+def test_secret_volume_layout_is_the_one_group_readable_key_accepted(openssl_keys, tmp_path, owner, group, mode,
+                                                                     accepted) -> None:
+    """Regression: the permission check refused the documented Kubernetes Secret mount
+    (``0440 root:<fsGroup>``). Real files, real ownership; the process identity is the
+    image's (uid/gid 10001). The container test runs the same layout as that user."""
+    key = tmp_path / "private.pem"
+    shutil.copy(openssl_keys / "private.pem", key)
+    os.chown(key, owner, group)
+    os.chmod(key, mode)
+    assert hygiene._secret_volume_layout(os.stat(key), euid=UID, groups={GID}) is accepted
+
+
+def test_group_readable_key_of_our_own_is_refused_when_running_as_its_owner(openssl_keys, tmp_path) -> None:
+    key = tmp_path / "private.pem"
+    shutil.copy(openssl_keys / "private.pem", key)
+    os.chmod(key, 0o440)  # owned by this (root) process: the layout exception does not apply
+    with pytest.raises(KeyError_, match="lets group or others read"):
+        hygiene.load_key(str(key), None)
