@@ -90,7 +90,8 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    opts = server.ServerOptions(reuse_port=reuse_port, unix=unix, health_listen=cfg.health_listen)
+    opts = server.ServerOptions(max_workers=cfg.threads, reuse_port=reuse_port, unix=unix,
+                                health_listen=cfg.health_listen)
     access.install(opts, cfg, observer)
     limits.install(opts, cfg, observer)
     opts.interceptors.insert(0, rpc_metrics)  # outermost: it sees every refusal
@@ -109,6 +110,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
         rotator.stop()
     if metrics_http is not None:
         metrics_http.close()
+    from sidecar import audit
+
+    audit.flush()  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
     log.info("worker %d drained", index)
     return 0
 

@@ -37,6 +37,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
+    p.add_argument("--threads", help="threads handling calls in each process (default 4) [SIDECAR_THREADS]")
     p.add_argument("--audit-level",
                    help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")

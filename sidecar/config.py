@@ -34,6 +34,7 @@ ENV = {
     "previous_key_grace": "SIDECAR_VERIFY_PREVIOUS_KEY_GRACE",
     "grace": "SIDECAR_GRACE",
     "workers": "SIDECAR_WORKERS",
+    "threads": "SIDECAR_THREADS",
     "audit_level": "SIDECAR_AUDIT_LEVEL",
     "audit_format": "SIDECAR_AUDIT_FORMAT",
     # Key rotation, access control and limits (issue 4).
@@ -84,6 +85,9 @@ class Config:
     production: bool = False
     #: Worker processes serving gRPC (1: everything in this process).
     workers: int = 1
+    #: Threads handling calls in each serving process. Signing releases the GIL, so
+    #: a few threads keep both cores signing; many only queue on the GIL (bench/).
+    threads: int = 4
     #: Audit log level: INFO (issued and rejected), WARNING (rejected only), OFF.
     audit_level: str = "INFO"
     #: Audit log format: ``json`` (one object per line) or ``text``.
@@ -108,7 +112,7 @@ class Config:
     #: Largest request accepted, in bytes; larger ones are refused before parsing.
     max_message_bytes: int = 16 * 1024
     #: Calls accepted at once per process; beyond it ``RESOURCE_EXHAUSTED``.
-    max_concurrent_calls: int = 64
+    max_concurrent_calls: int = 256
     #: Calls per second per caller (token bucket); 0 disables the rate limit.
     rate_limit: float = 0.0
     #: Bucket size of the rate limit; 0 means ``max(1, rate_limit)``.
@@ -135,6 +139,8 @@ class Config:
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
+        if self.threads < 1:
+            raise ConfigError("SIDECAR_THREADS: must be at least 1")
         if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):
             raise ConfigError(
                 f"SIDECAR_AUDIT_LEVEL: must be DEBUG, INFO, WARNING, ERROR or OFF, got {self.audit_level!r}")
@@ -304,6 +310,12 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
     metrics = pick("metrics_addr")
     if metrics is not None:
         kwargs["metrics_addr"] = str(metrics).strip()
+    threads = pick("threads")
+    if threads not in (None, ""):
+        text = str(threads).strip()
+        if not text.isdigit():
+            raise ConfigError(f"SIDECAR_THREADS: must be a positive integer, got {text!r}")
+        kwargs["threads"] = int(text)
     workers = pick("workers")
     if workers not in (None, ""):
         text = str(workers).strip()

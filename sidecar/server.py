@@ -165,7 +165,7 @@ class ServerOptions:
     """How the gRPC server is built; what later features tune."""
 
     #: Threads handling calls. Signing releases the GIL, so more than one core signs.
-    max_workers: int = 8
+    max_workers: int = 4
     #: Extra channel arguments for ``grpc.server``.
     options: list[tuple[str, Any]] = field(default_factory=list)
     #: Interceptors, outermost first.

@@ -22,11 +22,13 @@ HEADER = {"alg": "RS256", "typ": "JWT"}
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A signed token: the compact JWS, its expiry (unix seconds) and key id."""
+    """A signed token: the compact JWS, its expiry (unix seconds), key id and ``uuid`` claim."""
 
     jwt: str
     expires_at: int
     key_id: str
+    #: The ``uuid`` claim, kept beside the token so nothing has to decode it again (audit log).
+    uuid: str = ""
 
 
 def claims(email: str, uuid: str, now: float, ttl: timedelta) -> dict[str, object]:
@@ -45,4 +47,4 @@ def sign(key: SigningKey, email: str, uuid: str, ttl: timedelta, clock: Callable
     # PyJWT adds "typ": "JWT" and "alg" itself; passing them keeps the header
     # exactly HEADER whatever PyJWT's defaults become.
     token = jwt.encode(payload, key.private_key, algorithm="RS256", headers=HEADER)
-    return Token(token, int(payload["exp"]), key.key_id)  # type: ignore[call-overload]
+    return Token(token, int(payload["exp"]), key.key_id, uuid)  # type: ignore[call-overload]

@@ -22,6 +22,11 @@ EMAIL = "customer@synerise.com"
 COOKIE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
+def flushed(stream: io.StringIO) -> str:
+    audit.flush()
+    return stream.getvalue()
+
+
 def audited(start_server: Callable[..., object], level: str = "INFO", fmt: str = "json") -> tuple[io.StringIO, object]:
     stream = io.StringIO()
     observer = audit.AuditLog(audit.configure(level, fmt, stream))
@@ -58,7 +63,7 @@ def test_one_json_line_per_issued_or_rejected_token(start_server):
         stub.IssueToken(pb.IssueTokenRequest(email="no-at-sign", uuid=COOKIE))
     stub.GetPublicKey(pb.GetPublicKeyRequest())  # issues nothing: no line
 
-    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    records = [json.loads(line) for line in flushed(stream).splitlines()]
     assert [rec["event"] for rec in records] == ["token_issued", "token_issued", "token_rejected"]
     first, second, third = records
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
@@ -89,7 +94,7 @@ def test_audit_log_holds_no_token_email_or_key_material(start_server, signing_ke
             stub.IssueToken(pb.IssueTokenRequest(email=email, uuid=COOKIE))
     s.sidecar.observer.key_activated(signing_key)
     s.sidecar.observer.key_reload("failure")
-    text = stream.getvalue()
+    text = flushed(stream)
     assert text.count("\n") == 2 * len(emails) + len(bad) + 2
     for email in emails + bad:
         assert email not in text
@@ -104,7 +109,7 @@ def test_audit_log_holds_no_token_email_or_key_material(start_server, signing_ke
 def test_text_format_for_development(start_server):
     stream, s = audited(start_server, fmt="text")
     s.stub().ResolveIdentity(pb.ResolveIdentityRequest(email=EMAIL, cookie_uuid=COOKIE))
-    line = stream.getvalue().strip()
+    line = flushed(stream).strip()
     assert re.fullmatch(
         r"\S+Z INFO token_issued rpc=ResolveIdentity outcome=new_identity key_id=\S+ "
         rf"uuid={COOKIE} identity_hash={identity_hash(EMAIL)} expires_at=\d+ set_identity=True pid=\d+", line), line
@@ -121,7 +126,7 @@ def test_level_selects_records(start_server, level, events):
     s.stub().IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE))
     with pytest.raises(grpc.RpcError):
         s.stub().IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid="nope"))
-    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == events
+    assert [json.loads(line)["event"] for line in flushed(stream).splitlines()] == events
 
 
 def test_audit_settings_from_environment_and_flags():

@@ -13,20 +13,21 @@ def test_defaults_are_dev_mode():
     c = from_sources(NOFLAGS, {})
     assert c.dev_mode and c.salt == DEV_SALT and c.default_ttl == timedelta(hours=24)
     assert c.listen == ("127.0.0.1:50051",) and c.metrics_addr == "127.0.0.1:9464"
-    assert c.uuid_namespace == uuid.NAMESPACE_URL and c.workers == 1
+    assert c.uuid_namespace == uuid.NAMESPACE_URL and c.workers == 1 and c.threads == 4
 
 
 def test_environment_read_and_flags_win():
     env = {"SIDECAR_KEY_FILE": "/k.pem", "SIDECAR_UUID_SALT": "s", "SIDECAR_DEFAULT_TTL": "6d",
            "SIDECAR_LISTEN": "unix:///run/s.sock, 127.0.0.1:1", "SIDECAR_UUID_NAMESPACE": "dns",
-           "SIDECAR_METRICS_ADDR": "", "SIDECAR_GRACE": "3s", "SIDECAR_WORKERS": "2"}
+           "SIDECAR_METRICS_ADDR": "", "SIDECAR_GRACE": "3s", "SIDECAR_WORKERS": "2",
+           "SIDECAR_THREADS": "6"}
     c = from_sources({"default_ttl": "30m", "uuid_salt": ""}, env)
     assert c.key_file == "/k.pem" and not c.dev_mode
     assert c.uuid_salt == "" and c.salt == ""  # an empty salt set on purpose is allowed
     assert c.default_ttl == timedelta(minutes=30)
     assert c.listen == ("unix:///run/s.sock", "127.0.0.1:1")
     assert c.uuid_namespace == uuid.NAMESPACE_DNS and c.metrics_addr == "" and c.grace == timedelta(seconds=3)
-    assert c.workers == 2
+    assert c.workers == 2 and c.threads == 6
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,8 @@ def test_environment_read_and_flags_win():
         ({}, {"SIDECAR_METRICS_ADDR": "9464"}, "SIDECAR_METRICS_ADDR: '9464' is not host:port"),
         ({}, {"SIDECAR_WORKERS": "two"}, "SIDECAR_WORKERS: must be a positive integer"),
         ({}, {"SIDECAR_WORKERS": "0"}, "SIDECAR_WORKERS: must be at least 1"),
+        ({}, {"SIDECAR_THREADS": "0"}, "SIDECAR_THREADS: must be at least 1"),
+        ({}, {"SIDECAR_THREADS": "many"}, "SIDECAR_THREADS: must be a positive integer"),
     ],
 )
 def test_refusals_are_one_line_naming_the_setting(flags, env, message):
