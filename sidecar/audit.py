@@ -35,6 +35,9 @@ from sidecar.observe import Observer
 from sidecar.tokens import Token
 
 LOGGER = "sidecar.audit"
+#: Records waiting for the writer thread. When it falls behind, request threads
+#: wait for room (backpressure) rather than memory growing or records being lost.
+QUEUE_SIZE = 4096
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "OFF")
 
@@ -94,7 +97,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = N
         logger.removeHandler(h)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_SIZE)
     with _listener_lock:
         if _listener is not None:
             _listener.stop()  # writes out what the previous configuration queued
@@ -120,8 +123,15 @@ atexit.register(flush)
 class _RecordQueue(logging.handlers.QueueHandler):
     """Hands the record itself to the writer thread: the formatting happens there."""
 
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.records = records
+
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.records.put(record)  # blocks while the queue is full: bounded memory, nothing dropped
 
 
 class AuditLog(Observer):
