@@ -124,10 +124,8 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    flags = {k: getattr(args, k, None) for k in
-             ("key_file", "key_passphrase_file", "uuid_salt", "uuid_namespace", "default_ttl", "listen",
-              "metrics_addr", "events_config", "grace", "workers", "production")}
-    flags.update({k: getattr(args, k, None) for k in config_mod.ENV if k not in flags})
+    # Every setting with a SIDECAR_* variable has a flag of the same name; --production has none.
+    flags = {k: getattr(args, k, None) for k in (*config_mod.ENV, "production")}
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
     hygiene.disable_core_dumps()

@@ -186,6 +186,17 @@ class ServerOptions:
     executor: futures.ThreadPoolExecutor | None = None
 
 
+def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
+    """Listen on ``addr`` (TLS when ``credentials``); one ``ConfigError`` line naming ``setting`` if it can't."""
+    try:
+        port = server.add_secure_port(addr, credentials) if credentials else server.add_insecure_port(addr)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise errors.ConfigError(f"{setting}: cannot listen on {addr} (in use, or not permitted)")
+    return int(port)
+
+
 class Runtime:
     """A running gRPC server: listeners, health, reflection and drain."""
 
@@ -222,12 +233,7 @@ class Runtime:
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
             for addr in self.opts.health_listen:
-                try:
-                    port = self.health_server.add_insecure_port(addr)
-                except RuntimeError:
-                    port = 0
-                if port == 0:
-                    raise errors.ConfigError(f"SIDECAR_HEALTH_LISTEN: cannot listen on {addr} (in use, or not permitted)")
+                port = _add_port(self.health_server, addr, None, "SIDECAR_HEALTH_LISTEN")
                 self.health_addresses.append(f"{addr.rpartition(':')[0]}:{port}")
         self._stopped = threading.Event()
 
@@ -247,16 +253,8 @@ class Runtime:
         return f"{host}:{port}"
 
     def _bind_port(self, addr: str) -> int:
-        try:
-            if self.opts.credentials is not None and not addr.startswith("unix://"):
-                port = self.server.add_secure_port(addr, self.opts.credentials)
-            else:
-                port = self.server.add_insecure_port(addr)
-        except RuntimeError:
-            port = 0
-        if port == 0 and not addr.endswith(":0"):
-            raise errors.ConfigError(f"SIDECAR_LISTEN: cannot listen on {addr} (in use, or not permitted)")
-        return int(port)
+        credentials = None if addr.startswith("unix://") else self.opts.credentials
+        return _add_port(self.server, addr, credentials, "SIDECAR_LISTEN")
 
     def start(self) -> None:
         self.server.start()
