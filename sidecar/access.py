@@ -104,7 +104,27 @@ def rpc_name(method: str) -> str:
     return method.rpartition("/")[2]
 
 
-class AllowList(grpc.ServerInterceptor):  # type: ignore[misc]
+class Guard(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
+    """A check run before every unary ``IdentityService`` call; :meth:`check` aborts to refuse.
+
+    As an interceptor it wraps the stock handlers; the fast call path
+    (:mod:`sidecar.fastpath`) calls :meth:`check` itself, so both paths apply
+    the same rules.
+    """
+
+    def check(self, rpc: str, context: grpc.ServicerContext) -> None:
+        raise NotImplementedError
+
+    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None or not details.method.startswith(GUARDED_PREFIX):
+            return handler
+        rpc = rpc_name(details.method)
+        check = self.check
+        return wrap_unary(handler, lambda _request, context: check(rpc, context))
+
+
+class AllowList(Guard):
     """Refuse TCP callers whose client certificate names none of ``allowed``.
 
     Unix-socket callers pass: their access is the socket's file mode.
@@ -114,24 +134,16 @@ class AllowList(grpc.ServerInterceptor):  # type: ignore[misc]
         self.allowed = frozenset(allowed)
         self.observer = observer
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None or not details.method.startswith(GUARDED_PREFIX):
-            return handler
-        rpc = rpc_name(details.method)
-
-        def guard(_request: Any, context: grpc.ServicerContext) -> None:
-            if context.peer().startswith("unix:"):
-                return
-            names = peer_names(context)
-            if not names:
-                self.observer.rejected(rpc, "unauthenticated")
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "caller: a client certificate is required")
-            if not names & self.allowed:
-                self.observer.rejected(rpc, "unauthenticated")
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller: client certificate is not on the allow-list")
-
-        return wrap_unary(handler, guard)
+    def check(self, rpc: str, context: grpc.ServicerContext) -> None:
+        if context.peer().startswith("unix:"):
+            return
+        names = peer_names(context)
+        if not names:
+            self.observer.rejected(rpc, "unauthenticated")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "caller: a client certificate is required")
+        if not names & self.allowed:
+            self.observer.rejected(rpc, "unauthenticated")
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller: client certificate is not on the allow-list")
 
 
 def install(opts: Any, cfg: Config, observer: Observer) -> None:

@@ -37,7 +37,10 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
     p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
-    p.add_argument("--threads", help="threads handling calls in each process (default 4) [SIDECAR_THREADS]")
+    p.add_argument("--threads", help="threads of grpc's pool in each process (default 4) [SIDECAR_THREADS]")
+    p.add_argument("--call-path", choices=("fast", "stock"),
+                   help="IdentityService calls: fast (off grpc core's queue, default) or stock (grpc's pool) "
+                        "[SIDECAR_CALL_PATH]")
     p.add_argument("--audit-level",
                    help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
@@ -58,7 +61,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="allow plaintext TCP on a non-loopback address [SIDECAR_INSECURE_TCP]")
     p.add_argument("--socket-mode", help="octal mode of created Unix sockets, default 660 [SIDECAR_SOCKET_MODE]")
     p.add_argument("--max-message-bytes", help="largest request accepted, default 16384 [SIDECAR_MAX_MESSAGE_BYTES]")
-    p.add_argument("--max-concurrent-calls", help="calls accepted at once per process, default 64 "
+    p.add_argument("--max-concurrent-calls", help="calls accepted at once per process, default 256 "
                    "[SIDECAR_MAX_CONCURRENT_CALLS]")
     p.add_argument("--rate-limit", help="calls per second per caller; 0 (default) disables [SIDECAR_RATE_LIMIT]")
     p.add_argument("--rate-burst", help="rate limit bucket size; default max(1, rate) [SIDECAR_RATE_BURST]")

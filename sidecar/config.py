@@ -20,6 +20,9 @@ from sidecar.validation import DEFAULT_TTL, MAX_TTL, parse_duration
 #: Salt used in development mode when none is configured. Never for production.
 DEV_SALT = "sidecar-dev-salt"
 
+#: Values of ``SIDECAR_CALL_PATH``.
+CALL_PATHS = ("fast", "stock")
+
 #: Environment variable for each setting (SPEC §6); flags override them.
 ENV = {
     "key_file": "SIDECAR_KEY_FILE",
@@ -35,6 +38,7 @@ ENV = {
     "grace": "SIDECAR_GRACE",
     "workers": "SIDECAR_WORKERS",
     "threads": "SIDECAR_THREADS",
+    "call_path": "SIDECAR_CALL_PATH",
     "audit_level": "SIDECAR_AUDIT_LEVEL",
     "audit_format": "SIDECAR_AUDIT_FORMAT",
     # Key rotation, access control and limits (issue 4).
@@ -88,6 +92,9 @@ class Config:
     #: Threads handling calls in each serving process. Signing releases the GIL, so
     #: a few threads keep both cores signing; many only queue on the GIL (bench/).
     threads: int = 4
+    #: ``fast``: IdentityService calls run straight off grpc core's completion queue
+    #: (:mod:`sidecar.fastpath`, one thread per core in all); ``stock``: through grpcio's thread pool.
+    call_path: str = "fast"
     #: Audit log level: INFO (issued and rejected), WARNING (rejected only), OFF.
     audit_level: str = "INFO"
     #: Audit log format: ``json`` (one object per line) or ``text``.
@@ -139,6 +146,8 @@ class Config:
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
+        if self.call_path not in CALL_PATHS:
+            raise ConfigError(f"SIDECAR_CALL_PATH: must be one of {', '.join(CALL_PATHS)}, got {self.call_path!r}")
         if self.threads < 1:
             raise ConfigError("SIDECAR_THREADS: must be at least 1")
         if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):
@@ -325,6 +334,9 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["workers"] = int(text)
         else:
             raise ConfigError(f"SIDECAR_WORKERS: must be a positive integer or 'auto', got {text!r}")
+    call_path = pick("call_path")
+    if call_path not in (None, ""):
+        kwargs["call_path"] = str(call_path).strip().lower()
     for name in ("audit_level", "audit_format"):
         value = pick(name)
         if value not in (None, ""):

@@ -96,11 +96,12 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no
         for grpc_type, service, method in methods:
             self._series[f"/{service}/{method}"] = _Series(self, grpc_type, service, method)
 
-    def _for(self, full_method: str, handler: grpc.RpcMethodHandler) -> _Series:
+    def series(self, full_method: str, grpc_type: str) -> _Series:
+        """The series of ``full_method`` (``/service/Method``), created on first use."""
         series = self._series.get(full_method)
         if series is None:
             service, _, method = full_method.lstrip("/").rpartition("/")
-            series = self._series[full_method] = _Series(self, _grpc_type(handler), service, method)
+            series = self._series[full_method] = _Series(self, grpc_type, service, method)
         return series
 
     def intercept_service(
@@ -111,7 +112,7 @@ class RpcMetrics(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no
         handler = continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED; not a label we keep
             return None
-        series = self._for(handler_call_details.method, handler)
+        series = self.series(handler_call_details.method, _grpc_type(handler))
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, series),

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from sidecar.access import GUARDED_PREFIX, caller_key, rpc_name, wrap_unary
+from sidecar.access import GUARDED_PREFIX, Guard, caller_key, rpc_name
 from sidecar.config import Config
 from sidecar.observe import Observer
 
@@ -68,45 +68,54 @@ def _refuse(rpc: str, observer: Observer, reason: str, code: grpc.StatusCode, me
 
 
 class ConcurrencyLimit(grpc.ServerInterceptor):  # type: ignore[misc]
-    """``RESOURCE_EXHAUSTED`` for a new call once ``limit`` calls are accepted and unfinished."""
+    """``RESOURCE_EXHAUSTED`` for a new call once ``limit`` calls are accepted and unfinished.
+
+    The count is the stock pool's (``executor``) plus that of every call path
+    added to :attr:`counters` (objects with an ``in_flight`` count).
+    """
 
     def __init__(self, limit: int, executor: CountingExecutor, observer: Observer) -> None:
         self.limit = limit
         self.executor = executor
         self.observer = observer
+        self.counters: list[Any] = []
+
+    def in_flight(self) -> int:
+        return self.executor.in_flight + sum(c.in_flight for c in self.counters)
+
+    def _message(self) -> str:
+        return f"server busy: more than {self.limit} calls at once"
+
+    def check(self, rpc: str, context: grpc.ServicerContext) -> None:
+        """For a call already counted (the fast path counts on accept)."""
+        if self.in_flight() > self.limit:
+            self.observer.rejected(rpc, "resource_exhausted")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message())
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None or not details.method.startswith(GUARDED_PREFIX):
             return handler
-        # Runs on grpc's polling thread, before the call is queued: the count is current.
-        if self.executor.in_flight >= self.limit:
+        # Runs on grpc's polling thread, before the call is queued (so not yet counted): the count is current.
+        if self.in_flight() >= self.limit:
             refuse = _refuse(rpc_name(details.method), self.observer, "resource_exhausted",
-                             grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: more than {self.limit} calls at once")
+                             grpc.StatusCode.RESOURCE_EXHAUSTED, self._message())
             return grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=handler.request_deserializer,
                                                        response_serializer=handler.response_serializer)
         return handler
 
 
-class Deadline(grpc.ServerInterceptor):  # type: ignore[misc]
+class Deadline(Guard):
     """Skip the work of a call whose deadline passed while it waited in the queue."""
 
     def __init__(self, observer: Observer) -> None:
         self.observer = observer
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None or not details.method.startswith(GUARDED_PREFIX):
-            return handler
-        rpc = rpc_name(details.method)
-
-        def guard(_request: Any, context: grpc.ServicerContext) -> None:
-            remaining = context.time_remaining()
-            if remaining is not None and remaining <= 0:
-                self.observer.rejected(rpc, "deadline_exceeded")
-                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
-
-        return wrap_unary(handler, guard)
+    def check(self, rpc: str, context: grpc.ServicerContext) -> None:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            self.observer.rejected(rpc, "deadline_exceeded")
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the call started")
 
 
 class TokenBucket:
@@ -126,7 +135,7 @@ class TokenBucket:
         return False
 
 
-class RateLimit(grpc.ServerInterceptor):  # type: ignore[misc]
+class RateLimit(Guard):
     """Per-caller token bucket; an empty bucket answers ``RESOURCE_EXHAUSTED``."""
 
     def __init__(self, rate: float, burst: int, observer: Observer,
@@ -151,18 +160,10 @@ class RateLimit(grpc.ServerInterceptor):  # type: ignore[misc]
                 self._buckets.move_to_end(caller)
             return bucket.take(now)
 
-    def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None or not details.method.startswith(GUARDED_PREFIX):
-            return handler
-        rpc = rpc_name(details.method)
-
-        def guard(_request: Any, context: grpc.ServicerContext) -> None:
-            if not self.allow(caller_key(context)):
-                self.observer.rejected(rpc, "rate_limited")
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit: at most {self.rate:g} calls/s per caller")
-
-        return wrap_unary(handler, guard)
+    def check(self, rpc: str, context: grpc.ServicerContext) -> None:
+        if not self.allow(caller_key(context)):
+            self.observer.rejected(rpc, "rate_limited")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit: at most {self.rate:g} calls/s per caller")
 
 
 def install(opts: Any, cfg: Config, observer: Observer) -> None:

@@ -24,7 +24,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar import errors
+from sidecar import errors, fastpath
 from sidecar.core import Sidecar
 from sidecar.identity import Outcome, identity_hash
 from sidecar.observe import Observer
@@ -184,6 +184,8 @@ class ServerOptions:
     health_listen: tuple[str, ...] = ()
     #: The pool that runs calls (``None``: a plain pool of ``max_workers``); limits count calls through it.
     executor: futures.ThreadPoolExecutor | None = None
+    #: Threads of the fast call path for ``IdentityService`` (:mod:`sidecar.fastpath`); 0: the stock path.
+    fast_path_threads: int = 0
 
 
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
@@ -212,7 +214,15 @@ class Runtime:
             interceptors=self.opts.interceptors,
             options=channel_opts,
         )
-        pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
+        self.fast: fastpath.FastPath | None = None
+        if self.opts.fast_path_threads:
+            try:
+                self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
+                                              self.opts.fast_path_threads)
+            except RuntimeError as exc:
+                log.warning("%s; IdentityService is served by the stock grpc server", exc)
+        if self.fast is None:
+            pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -258,6 +268,8 @@ class Runtime:
 
     def start(self) -> None:
         self.server.start()
+        if self.fast is not None:
+            self.fast.start()
         if self.health_server is not None:
             self.health_server.start()
         self.set_serving(True)
@@ -271,6 +283,8 @@ class Runtime:
         """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.fast is not None:  # core has finished every call: end the fast path's threads
+            self.fast.stop()
         if self.health_server is not None:  # answered NOT_SERVING all through the drain
             self.health_server.stop(0).wait()
         for path in self._sockets:

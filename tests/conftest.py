@@ -89,13 +89,22 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-def start_server(signing_key: keys.SigningKey, short_tmp: Path) -> Iterator[Callable[..., Running]]:
+def call_path() -> str:
+    """Which call path in-process servers use for IdentityService; modules override it
+    with ``params=["fast", "stock"]`` to run their tests on both."""
+    return "fast"
+
+
+@pytest.fixture
+def start_server(signing_key: keys.SigningKey, short_tmp: Path, call_path: str) -> Iterator[Callable[..., Running]]:
     """Start a real in-process server on 127.0.0.1:<ephemeral> and a Unix socket."""
     started: list[Running] = []
 
     def start(*, key: keys.SigningKey | None = signing_key, observer: Observer | None = None,
               clock: Callable[[], float] = time.time, opts: ServerOptions | None = None, **kw: object) -> Running:
         sidecar = Sidecar(KeyHolder(key), salt=str(kw.pop("salt", SALT)), clock=clock, **kw)  # type: ignore[arg-type]
+        opts = opts or ServerOptions()
+        opts.fast_path_threads = 2 if call_path == "fast" else 0
         sock = short_tmp / f"s{len(started)}.sock"
         runtime = build(sidecar, ["127.0.0.1:0", f"unix://{sock}"], observer, opts)
         runtime.start()

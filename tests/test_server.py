@@ -23,6 +23,12 @@ DERIVED = str(customer_uuid(EMAIL, "someString"))
 TRANSPORTS = ["tcp", "unix"]
 
 
+@pytest.fixture(params=["fast", "stock"])
+def call_path(request: pytest.FixtureRequest) -> str:
+    """The whole contract holds on both call paths (sidecar.fastpath and grpc's pool)."""
+    return str(request.param)
+
+
 class Recorder(Observer):
     def __init__(self):
         self.issued_calls, self.rejections, self.lock = [], [], threading.Lock()

@@ -1,0 +1,318 @@
+"""The fast call path: ``IdentityService`` calls served straight off grpc's completion queue.
+
+Why it exists: stock grpcio's sync server passes every call between its
+polling thread and a pool thread three or four times (condition variables,
+futures, the interceptor pipeline). That costs about 220 µs of server CPU per
+call, close to one RSA-2048 signature, serialised by the GIL (PERF-NOTES).
+
+Here the ``IdentityService`` methods are *registered methods* of the same grpc
+core server, requested on a completion queue of their own. A few threads poll
+it and run each call from start to end in two steps:
+
+1. a new call arrives: ask for its request message;
+2. the message arrives: run the guards (allow-list, concurrency bound, rate
+   limit, deadline) and the servicer, then send initial metadata, the response
+   and the status in one batch.
+
+The servicer, the guards and the RPC metrics are the very objects the stock
+path uses, through :class:`Context`, which offers the part of
+``grpc.ServicerContext`` they need. Everything else (health, reflection,
+unknown methods) stays on the stock server, which also owns the listeners,
+TLS and the drain: grpc core's shutdown waits for these calls too.
+
+This uses grpcio's Cython layer (``grpc._cython.cygrpc``), which is not a
+public API. grpcio is pinned; :func:`unavailable` names what is missing if a
+future grpcio changes it, and ``SIDECAR_CALL_PATH=stock`` serves everything
+through the stock server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import message
+from google.protobuf.message_factory import GetMessageClass
+
+from sidecar.access import Guard
+from sidecar.interceptors import RpcMetrics
+from sidecar.limits import ConcurrencyLimit
+from sidecar.v1 import identity_pb2 as pb
+
+try:
+    from grpc._cython import cygrpc
+except ImportError:  # pragma: no cover - grpcio without its Cython layer
+    cygrpc = None
+
+log = logging.getLogger("sidecar.fastpath")
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"]
+_NO_FLAGS = 0
+#: Pending call requests per method and thread: how many new calls core can hand over at once.
+_REQUESTS = 16
+
+_NEEDED = ("Server.register_method", "Server.request_registered_call", "Server.register_completion_queue",
+           "CompletionQueue.poll", "CompletionQueue.shutdown", "Call.start_server_batch", "Call.peer",
+           "ReceiveMessageOperation", "SendInitialMetadataOperation", "SendMessageOperation",
+           "SendStatusFromServerOperation", "ReceiveCloseOnServerOperation", "CompletionType.queue_shutdown",
+           "peer_identities", "auth_context")
+
+
+def unavailable(server: grpc.Server) -> str:
+    """Why the fast path cannot run on ``server`` (empty: it can)."""
+    if cygrpc is None:
+        return "grpcio has no grpc._cython.cygrpc"
+    if not isinstance(getattr(server, "_cy_server", None), cygrpc.Server):
+        return "the grpc server does not expose its core server"
+    for name in _NEEDED:
+        obj: Any = cygrpc
+        for part in name.split("."):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            return f"grpc._cython.cygrpc has no {name}"
+    return ""
+
+
+class Abort(Exception):
+    """What :meth:`Context.abort` raises: the call ends with this status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class Context:
+    """The part of ``grpc.ServicerContext`` the servicer and the guards use, for one call."""
+
+    __slots__ = ("_call", "_deadline", "_metadata")
+
+    def __init__(self, call: Any, deadline: float, metadata: Any) -> None:
+        self._call = call
+        self._deadline = deadline
+        self._metadata = metadata
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Abort(code, details)
+
+    def time_remaining(self) -> float:
+        return max(self._deadline - time.time(), 0.0)
+
+    def peer(self) -> str:
+        peer: bytes | str = self._call.peer()
+        return peer.decode("utf-8", "replace") if isinstance(peer, bytes) else peer
+
+    def peer_identities(self) -> Sequence[bytes] | None:
+        identities: Sequence[bytes] | None = cygrpc.peer_identities(self._call)
+        return identities
+
+    def auth_context(self) -> Mapping[str, Sequence[bytes]]:
+        ctx = cygrpc.auth_context(self._call) or {}
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in ctx.items()}
+
+    def invocation_metadata(self) -> Any:
+        return self._metadata
+
+    def is_active(self) -> bool:
+        return True
+
+
+class Method:
+    """One registered method: how to parse its request and what serves it."""
+
+    __slots__ = ("behavior", "name", "parse", "path", "series")
+
+    def __init__(self, name: str, parse: Callable[[bytes], Any], behavior: Callable[[Any, Any], Any],
+                 series: Any) -> None:
+        self.name = name
+        self.path = f"/{_SERVICE.full_name}/{name}"
+        self.parse = parse
+        self.behavior = behavior
+        self.series = series
+
+
+class _Received:
+    """Tag of the receive-message batch of one call."""
+
+    __slots__ = ("call", "deadline", "metadata", "method", "started")
+
+    def __init__(self, method: Method, call: Any, deadline: float, metadata: Any, started: float) -> None:
+        self.method = method
+        self.call = call
+        self.deadline = deadline
+        self.metadata = metadata
+        self.started = started
+
+
+class _Finished:
+    """Tag of the final batch (response, status, close) of one call."""
+
+    __slots__ = ()
+
+
+_FINISHED = _Finished()
+
+
+class _NoCounter:
+    def inc(self) -> None:
+        pass
+
+
+class _NoSeries:
+    """Stands in for a metrics series when the server has no :class:`RpcMetrics`."""
+
+    started = _NoCounter()
+
+    def done(self, code: grpc.StatusCode | None, started: float) -> None:
+        pass
+
+
+_NO_SERIES = _NoSeries()
+
+
+class _Loop:
+    """One polling thread; its own in-flight count, so no lock is shared."""
+
+    def __init__(self, fast: FastPath, index: int) -> None:
+        self.fast = fast
+        self.in_flight = 0
+        self.thread = threading.Thread(target=self.run, name=f"fastpath-{index}", daemon=True)
+
+    def request(self, method: Method) -> None:
+        """Ask core for the next call of ``method`` (not once the server is shutting down)."""
+        fast = self.fast
+        if fast.stopping:
+            return
+        try:
+            fast.core_server.request_registered_call(fast.queue, fast.queue, method.path, method)
+        except ValueError:  # the server began shutting down meanwhile
+            pass
+
+    def run(self) -> None:
+        fast = self.fast
+        queue = fast.queue
+        for _ in range(_REQUESTS):
+            for method in fast.methods:
+                self.request(method)
+        shutdown = cygrpc.CompletionType.queue_shutdown
+        while True:
+            event = queue.poll()
+            if event.completion_type == shutdown:
+                return
+            tag = event.tag
+            try:
+                if tag is _FINISHED:
+                    self.in_flight -= 1
+                elif type(tag) is _Received:
+                    self.respond(tag, event)
+                elif type(tag) is Method:
+                    self.accept(tag, event)
+            except Exception:  # noqa: BLE001 - a call must never take the loop down
+                log.exception("fast path: unexpected error")
+            event = None  # drop the call before blocking again
+
+    def accept(self, method: Method, event: Any) -> None:
+        if not event.success:  # request cancelled: the server is shutting down
+            return
+        self.request(method)
+        started = time.perf_counter()
+        method.series.started.inc()
+        call = event.call
+        self.in_flight += 1
+        tag = _Received(method, call, event.call_details.deadline, event.invocation_metadata, started)
+        if call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
+            self.in_flight -= 1
+            method.series.done(grpc.StatusCode.CANCELLED, started)
+
+    def respond(self, tag: _Received, event: Any) -> None:
+        method = tag.method
+        code, details, body = grpc.StatusCode.OK, "", None
+        data = event.batch_operations[0].message() if event.success else None
+        if data is None:  # the caller went away (or grpc refused the message, e.g. too large)
+            code, details = grpc.StatusCode.CANCELLED, "no request message"
+        else:
+            try:
+                context = Context(tag.call, tag.deadline, tag.metadata)
+                for guard in self.fast.guards:
+                    guard(method.name, context)
+                try:
+                    request = method.parse(data)
+                except message.DecodeError:
+                    raise Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
+                body = method.behavior(request, context).SerializeToString()
+            except Abort as exc:
+                code, details = exc.code, exc.details
+            except Exception:  # noqa: BLE001 - the servicer maps domain errors; this is a bug
+                log.exception("fast path: unexpected error in %s", method.name)
+                code, details = grpc.StatusCode.INTERNAL, "internal error"
+        status = cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS)
+        ops: tuple[Any, ...]
+        if body is None:
+            ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), status,
+                   cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
+        else:
+            ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), cygrpc.SendMessageOperation(body, _NO_FLAGS),
+                   status, cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
+        if tag.call.start_server_batch(ops, _FINISHED) != 0:
+            self.in_flight -= 1
+        method.series.done(code, tag.started)
+
+
+class FastPath:
+    """Serves the unary ``IdentityService`` methods of ``server`` off their own completion queue.
+
+    Build it after the server and before :meth:`grpc.Server.start`; call
+    :meth:`start` after it, and :meth:`stop` once the server has stopped.
+    """
+
+    def __init__(self, server: grpc.Server, servicer: Any, interceptors: Sequence[grpc.ServerInterceptor],
+                 threads: int = 1) -> None:
+        """``interceptors``: the stock server's; each must be one this path can apply itself."""
+        reason = unavailable(server)
+        if reason:
+            raise RuntimeError(f"fast call path unavailable: {reason}")
+        guards: list[Callable[[str, Any], None]] = []
+        rpc_metrics: RpcMetrics | None = None
+        for interceptor in interceptors:
+            if isinstance(interceptor, RpcMetrics):
+                rpc_metrics = interceptor
+            elif isinstance(interceptor, (Guard, ConcurrencyLimit)):
+                guards.append(interceptor.check)
+            else:
+                raise RuntimeError(f"fast call path cannot apply the interceptor {type(interceptor).__name__}")
+        for interceptor in interceptors:
+            if isinstance(interceptor, ConcurrencyLimit):
+                interceptor.counters.append(self)
+        self.core_server = server._cy_server  # noqa: SLF001 - see the module docstring
+        self.guards = tuple(guards)
+        self.methods = [
+            Method(m.name, GetMessageClass(m.input_type).FromString, getattr(servicer, m.name),
+                   rpc_metrics.series(f"/{_SERVICE.full_name}/{m.name}", "unary") if rpc_metrics else _NO_SERIES)
+            for m in _SERVICE.methods if not (m.client_streaming or m.server_streaming)
+        ]
+        for method in self.methods:
+            self.core_server.register_method(method.path)
+        self.queue = cygrpc.CompletionQueue()
+        self.core_server.register_completion_queue(self.queue)
+        self.stopping = False
+        self._loops = [_Loop(self, i) for i in range(max(1, threads))]
+
+    @property
+    def in_flight(self) -> int:
+        """Calls accepted and not yet finished (read by the concurrency bound)."""
+        return sum(loop.in_flight for loop in self._loops)
+
+    def start(self) -> None:
+        for loop in self._loops:
+            loop.thread.start()
+
+    def stop(self) -> None:
+        """After the server's shutdown: end the polling threads."""
+        self.stopping = True
+        self.queue.shutdown()
+        for loop in self._loops:
+            loop.thread.join(timeout=10)
