@@ -21,11 +21,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import logging.handlers
 import os
-import queue
 import sys
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -34,121 +35,147 @@ from sidecar.keys import PublicKeyInfo
 from sidecar.observe import Observer
 from sidecar.tokens import Token
 
-LOGGER = "sidecar.audit"
-#: Records waiting for the writer thread. When it falls behind, request threads
-#: wait for room (backpressure) rather than memory growing or records being lost.
-QUEUE_SIZE = 4096
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "OFF")
-
+#: How often the writer thread writes out what has been queued, in seconds.
+WRITE_INTERVAL = 0.05
+#: Lines waiting at most; past it the caller writes the batch itself (backpressure, nothing dropped).
+MAX_PENDING = 4096
 
 _second: tuple[int, str] = (-1, "")
 
 
-def _time(record: logging.LogRecord) -> str:
+def _time(created: float) -> str:
     """ISO 8601 UTC with milliseconds; the part up to the second is formatted once per second."""
     global _second
-    whole = int(record.created)
+    whole = int(created)
     if _second[0] != whole:
         _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{_second[1]}.{int((record.created - whole) * 1000):03d}Z"
+    return f"{_second[1]}.{int((created - whole) * 1000):03d}Z"
 
 
-class JsonFormatter(logging.Formatter):
-    """One compact JSON object per line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "audit", {})
-        return json.dumps({"time": _time(record), "level": record.levelname, **fields},
-                          separators=(",", ":"), ensure_ascii=False)
+def json_line(created: float, level: str, fields: dict[str, Any]) -> str:
+    """One compact JSON object."""
+    return json.dumps({"time": _time(created), "level": level, **fields}, separators=(",", ":"), ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
+def text_line(created: float, level: str, fields: dict[str, Any]) -> str:
     """``time LEVEL event key=value ...`` for humans."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = dict(getattr(record, "audit", {}))
-        event = fields.pop("event", "-")
-        pairs = " ".join(f"{k}={v}" for k, v in fields.items())
-        return f"{_time(record)} {record.levelname} {event} {pairs}"
+    rest = dict(fields)
+    event = rest.pop("event", "-")
+    pairs = " ".join(f"{k}={v}" for k, v in rest.items())
+    return f"{_time(created)} {level} {event} {pairs}"
 
 
-#: The thread that formats and writes audit records; see :func:`configure`.
-_listener: logging.handlers.QueueListener | None = None
-_listener_lock = threading.Lock()
+class AuditWriter:
+    """Formats a record on the caller's thread, queues the line, and writes lines in batches.
 
-
-def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> logging.Logger:
-    """Set up the ``sidecar.audit`` logger, writing to ``stream`` (stderr) in its own format.
-
-    Request threads only put records on a queue; one background thread formats
-    and writes them. Writing from the request threads made them queue on the
-    stream's lock around a ``write()`` that releases the GIL: a lock convoy that
-    cost more CPU than the signature itself under load. :func:`flush` waits for
-    what is queued; the server calls it when it has drained.
+    One background thread writes whatever is queued every
+    :data:`WRITE_INTERVAL` seconds, in one ``write()``. A request thread never
+    waits for the stream and never wakes another thread for its record:
+    writing from request threads made them queue on the stream's lock (a lock
+    convoy), and waking a writer per record cost a GIL hand-over per token;
+    both cost as much CPU as the signature. When :data:`MAX_PENDING` lines are
+    waiting the caller writes them itself, so memory stays bounded and no
+    record is dropped. :meth:`flush` writes out what is queued (drain, exit).
     """
-    global _listener
-    if fmt not in FORMATS:
-        raise ValueError(f"audit format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if level.upper() not in LEVELS:
-        raise ValueError(f"audit level must be one of {', '.join(LEVELS)}, got {level!r}")
-    logger = logging.getLogger(LOGGER)
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=QUEUE_SIZE)
-    with _listener_lock:
-        if _listener is not None:
-            _listener.stop()  # writes out what the previous configuration queued
-        _listener = logging.handlers.QueueListener(records, handler)
-        _listener.start()
-    logger.addHandler(_RecordQueue(records))
-    logger.propagate = False
-    logger.setLevel(logging.CRITICAL + 1 if level.upper() == "OFF" else level.upper())
-    return logger
+
+    def __init__(self, level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"audit format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if level.upper() not in LEVELS:
+            raise ValueError(f"audit level must be one of {', '.join(LEVELS)}, got {level!r}")
+        self.threshold = logging.CRITICAL + 1 if level.upper() == "OFF" else logging.getLevelName(level.upper())
+        self.format: Callable[[float, str, dict[str, Any]], str] = json_line if fmt == "json" else text_line
+        self.stream = stream
+        self.pid = os.getpid()
+        self._lines: deque[str] = deque()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def enabled(self, level: int) -> bool:
+        return level >= self.threshold
+
+    def write(self, level: int, fields: dict[str, Any]) -> None:
+        """Queue one record (``fields`` get ``pid``); never raises."""
+        try:
+            line = self.format(time.time(), logging.getLevelName(level), {**fields, "pid": self.pid})
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted must not break the call
+            logging.getLogger("sidecar").debug("audit record dropped", exc_info=True)
+            return
+        self._lines.append(line)
+        if len(self._lines) >= MAX_PENDING:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write out every line queued so far."""
+        with self._write_lock:
+            lines = self._lines
+            batch = []
+            try:
+                while True:
+                    batch.append(lines.popleft())
+            except IndexError:
+                pass
+            if not batch:
+                return
+            stream = self.stream if self.stream is not None else sys.stderr
+            try:
+                stream.write("\n".join(batch) + "\n")
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a full disk or closed stream must not break calls
+                logging.getLogger("sidecar").debug("audit lines dropped", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(WRITE_INTERVAL):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the writer thread and write out what is left."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+
+_current: AuditWriter | None = None
+_current_lock = threading.Lock()
+
+
+def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> AuditWriter:
+    """The process's audit writer on ``stream`` (stderr); replaces (and flushes) the previous one."""
+    global _current
+    writer = AuditWriter(level, fmt, stream)
+    with _current_lock:
+        previous, _current = _current, writer
+    if previous is not None:
+        previous.close()
+    return writer
 
 
 def flush() -> None:
     """Write out every record queued so far (tests, drain, exit)."""
-    with _listener_lock:
-        if _listener is not None:
-            _listener.stop()
-            _listener.start()
+    writer = _current
+    if writer is not None:
+        writer.flush()
 
 
 atexit.register(flush)
 
 
-class _RecordQueue(logging.handlers.QueueHandler):
-    """Hands the record itself to the writer thread: the formatting happens there."""
-
-    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
-        super().__init__(records)
-        self.records = records
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        self.records.put(record)  # blocks while the queue is full: bounded memory, nothing dropped
-
-
 class AuditLog(Observer):
-    """Writes audit records to ``logger``. Never raises."""
+    """Writes audit records through ``writer`` (the process's, see :func:`configure`). Never raises."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.logger = logger or logging.getLogger(LOGGER)
+    def __init__(self, writer: AuditWriter | None = None) -> None:
+        self.writer = writer if writer is not None else (_current or configure())
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
-        try:
-            if self.logger.isEnabledFor(level):
-                self.logger.log(level, fields.get("event", "audit"), extra={"audit": {**fields, "pid": os.getpid()}})
-        except Exception:
-            logging.getLogger("sidecar").debug("audit record dropped", exc_info=True)
+        if self.writer.enabled(level):
+            self.writer.write(level, fields)
 
     def issued(self, rpc: str, token: Token, identity_hash: str, resolution: Resolution | None) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
+        if not self.writer.enabled(logging.INFO):
             return
         fields: dict[str, Any] = {
             "event": "token_issued",
