@@ -2,10 +2,12 @@
 
 One run measures, in this order:
 
-1. ``openssl speed -seconds N rsa2048`` on one core and ``-multi <cores>`` on all;
-2. a real ``sidecar serve`` process (``--workers auto`` by default) driven by a
-   bounded grpc.aio load generator over TCP and over the Unix socket, with
-   unique identities (every call signs) and one repeated identity (token cache);
+1. ``openssl speed -seconds N rsa2048`` on one core (``--rounds`` times; the
+   median is the unit) and ``-multi <cores>`` on all;
+2. a real ``sidecar serve`` process (``--workers 1`` by default, the product's
+   default: its fast call path signs on every core) driven by a bounded
+   grpc.aio load generator over TCP and over the Unix socket, with unique
+   identities (every call signs) and one repeated identity (token cache);
 3. one caller, one call at a time, over the Unix socket: the latency one login sees;
 4. the seeds' Flask app (PEM text parsed on every call) and the same app with the
    key parsed once, both under gunicorn with one worker per core, same concurrency;
@@ -15,11 +17,13 @@ One run measures, in this order:
 It prints a table, and writes ``results.json`` and ``results.png`` to ``--out``.
 Server CPU per token is user+system of the server and all its workers (from
 /proc) divided by tokens, in units of one openssl single-core RSA-2048
-signature measured in the same run. Nothing here asserts a speed.
+signature measured in the same run. Shared machines are noisy, so every
+scenario runs ``--rounds`` times back to back and each figure is the median of
+its rounds (the rounds are in results.json). Nothing here asserts a speed.
 
     python bench/run.py                       # the full run (~2-3 min)
     python bench/run.py --smoke               # seconds: CI's check that it runs
-    python bench/run.py --rss-counts 100000,1000000 --duration 20
+    python bench/run.py --rss-counts 100000,1000000   # the issue's RSS figure (~10 min more)
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -70,6 +76,8 @@ class Row:
     vs_openssl_1core: float
     vs_openssl_all: float
     first_error: str = ""
+    #: Each round's own figures (the row holds their medians).
+    rounds: list[dict[str, float | None]] = field(default_factory=list)
 
 
 # --- openssl ---------------------------------------------------------------------------------
@@ -190,22 +198,34 @@ class Bench:
         return self._next_id
 
     def measure(self, name: str, server: str, transport: str, identities: str, pid: int,
-                run: object) -> Row:
-        cpu0 = procstat.cpu_seconds(pid)
-        res: loadgen.Result = asyncio.run(run)  # type: ignore[arg-type]
-        cpu = procstat.cpu_seconds(pid) - cpu0
+                run: Callable[[], Coroutine[Any, Any, loadgen.Result]]) -> Row:
+        """``--rounds`` back-to-back runs of ``run()``; every figure of the row is their median."""
+        rounds = []
+        for _ in range(self.args.rounds):
+            cpu0 = procstat.cpu_seconds(pid)
+            res = asyncio.run(run())
+            rounds.append((res, procstat.cpu_seconds(pid) - cpu0))
+        med = statistics.median
+        done = [(res, cpu) for res, cpu in rounds if res.calls]
+        rate = med([res.rate for res, _ in rounds])
         row = Row(name=name, server=server, transport=transport, identities=identities,
-                  concurrency=self.args.concurrency, tokens=res.calls, errors=res.errors,
-                  seconds=round(res.seconds, 3), tokens_per_s=round(res.rate, 1),
-                  p50_ms=round(res.percentile(50) * 1e3, 2), p99_ms=round(res.percentile(99) * 1e3, 2),
-                  server_cpu_s=round(cpu, 3),
-                  cpu_per_token_sigs=round(cpu * self.sig1 / res.calls, 3) if res.calls else float("nan"),
+                  concurrency=self.args.concurrency, tokens=sum(r.calls for r, _ in rounds),
+                  errors=sum(r.errors for r, _ in rounds), seconds=round(sum(r.seconds for r, _ in rounds), 3),
+                  tokens_per_s=round(rate, 1),
+                  p50_ms=round(med([r.percentile(50) for r, _ in done]) * 1e3, 2) if done else float("nan"),
+                  p99_ms=round(med([r.percentile(99) for r, _ in done]) * 1e3, 2) if done else float("nan"),
+                  server_cpu_s=round(sum(cpu for _, cpu in rounds), 3),
+                  cpu_per_token_sigs=round(med([cpu * self.sig1 / r.calls for r, cpu in done]), 3)
+                  if done else float("nan"),
                   peak_rss_mib=round(procstat.peak_rss_mib(pid), 1),
-                  vs_openssl_1core=round(res.rate / self.sig1, 3), vs_openssl_all=round(res.rate / self.sig_all, 3),
-                  first_error=res.first_error)
+                  vs_openssl_1core=round(rate / self.sig1, 3), vs_openssl_all=round(rate / self.sig_all, 3),
+                  first_error=next((r.first_error for r, _ in rounds if r.first_error), ""),
+                  rounds=[{"tokens_per_s": round(r.rate, 1), "cpu_per_token_sigs":
+                           round(cpu * self.sig1 / r.calls, 3) if r.calls else None} for r, cpu in rounds])
         self.rows.append(row)
+        per_round = ", ".join(f"{x['cpu_per_token_sigs']}" for x in row.rounds)
         print(f"  {name:<34} {row.tokens_per_s:>8.0f} tok/s  p99 {row.p99_ms:>7.2f} ms  "
-              f"cpu/token {row.cpu_per_token_sigs:>5.2f} sig  errors {row.errors}", flush=True)
+              f"cpu/token {row.cpu_per_token_sigs:>5.2f} sig ({per_round})  errors {row.errors}", flush=True)
         return row
 
     def grpc(self, name: str, pid: int, target: str, transport: str, repeated: bool, concurrency: int | None = None,
@@ -217,8 +237,10 @@ class Bench:
                                              repeated=repeated, start_at=self.ids()))
         if warm.errors and not warm.calls:
             print(f"  warm-up of {name} failed: {warm.first_error}", file=sys.stderr)
-        run = loadgen.grpc_load(target, concurrency=conc, duration=a.duration, channels=chans,
-                                repeated=repeated, start_at=self.ids())
+        def run() -> Coroutine[Any, Any, loadgen.Result]:
+            return loadgen.grpc_load(target, concurrency=conc, duration=a.duration, channels=chans,
+                                     repeated=repeated, start_at=self.ids())
+
         return self.measure(name, "sidecar", transport, "repeated" if repeated else "unique", pid, run)
 
 
@@ -249,7 +271,8 @@ def run_flask(b: Bench, keydir: Path, log: Path) -> None:
             url = f"http://127.0.0.1:{port}/generate-jwt"
             asyncio.run(loadgen.http_load(url, concurrency=a.concurrency, duration=min(a.warmup, 1.0), repeated=False))
             b.measure(name, "gunicorn+flask", "http", "unique", proc.pid,
-                      loadgen.http_load(url, concurrency=a.concurrency, duration=a.duration, repeated=False))
+                      lambda url=url: loadgen.http_load(url, concurrency=a.concurrency, duration=a.duration,  # type: ignore[misc]
+                                                        repeated=False))
 
 
 def run_rss(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
@@ -334,11 +357,14 @@ def chart(rows: list[Row], sig1: float, sig_all: float, cores: int, path: Path) 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cores = len(os.sched_getaffinity(0))
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per scenario (10)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds of measured load per round (5)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="measured rounds per scenario and openssl runs; figures are their medians (3)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each (2)")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
     p.add_argument("--channels", type=int, default=8, help="gRPC channels, each its own connection (8)")
-    p.add_argument("--workers", default="auto", help="sidecar --workers (auto: one per core)")
+    p.add_argument("--workers", default="1", help="sidecar --workers (1, the default: one process whose fast "
+                   "call path runs a thread per core; auto: one process per core)")
     p.add_argument("--sidecar-arg", action="append", default=[], help="extra `sidecar serve` argument (repeatable)")
     p.add_argument("--openssl-seconds", type=int, default=3, help="openssl speed -seconds (3)")
     p.add_argument("--latency-calls", type=int, default=3000, help="calls of the one-caller latency run (3000)")
@@ -351,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the bench runs, measures nothing")
     a = p.parse_args(argv)
     if a.smoke:
-        a.duration, a.warmup, a.openssl_seconds, a.latency_calls = 1.0, 0.3, 1, 200
+        a.duration, a.warmup, a.openssl_seconds, a.latency_calls, a.rounds = 1.0, 0.3, 1, 200, 1
         a.concurrency, a.rss_counts, a.rss_timeout = 16, "300,1000", 60
     a.rss_counts = tuple(int(x) for x in a.rss_counts.split(","))
     if len(a.rss_counts) != 2 or not 0 < a.rss_counts[0] < a.rss_counts[1]:
@@ -369,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     log.write_bytes(b"")
     loadavg = os.getloadavg()
     print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
-    sig1 = openssl_speed(a.openssl_seconds, None)
+    ones = [openssl_speed(a.openssl_seconds, None) for _ in range(a.rounds)]
+    sig1 = statistics.median(ones)
     sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
-    print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f}, -multi {a.cores} {sig_all:,.0f}", flush=True)
+    print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f} (median of {', '.join(f'{x:,.0f}' for x in ones)}), "
+          f"-multi {a.cores} {sig_all:,.0f}", flush=True)
     b = Bench(a, sig1, sig_all)
     keydir = Path(tempfile.mkdtemp(prefix="bench-keys-"))
     results: dict[str, object] = {}
@@ -403,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v}x")
     loadavg_end = os.getloadavg()
     doc = {"cores": a.cores, "loadavg_start": loadavg, "loadavg_end": loadavg_end,
-           "openssl": {"sign_per_s_1core": sig1, "sign_per_s_all": sig_all, "seconds": a.openssl_seconds},
+           "openssl": {"sign_per_s_1core": sig1, "sign_per_s_1core_runs": ones, "sign_per_s_all": sig_all,
+                       "seconds": a.openssl_seconds},
            "settings": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(a).items()},
            "rows": [asdict(row) for row in b.rows], "ratios": r, **results}
     (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")

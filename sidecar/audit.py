@@ -80,7 +80,10 @@ class AuditWriter:
     record is dropped. :meth:`flush` writes out what is queued (drain, exit).
     """
 
-    def __init__(self, level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> None:
+    def __init__(self, level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None,
+                 interval: float | None = WRITE_INTERVAL) -> None:
+        """``interval``: seconds between the writer thread's writes; ``None``: no thread (only
+        :meth:`flush` and the :data:`MAX_PENDING` bound write)."""
         if fmt not in FORMATS:
             raise ValueError(f"audit format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         if level.upper() not in LEVELS:
@@ -92,8 +95,10 @@ class AuditWriter:
         self._lines: deque[str] = deque()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if interval is not None:
+            self._thread = threading.Thread(target=self._run, args=(interval,), name="audit-writer", daemon=True)
+            self._thread.start()
 
     def enabled(self, level: int) -> bool:
         return level >= self.threshold
@@ -102,7 +107,7 @@ class AuditWriter:
         """Queue one record (``fields`` get ``pid``); never raises."""
         try:
             line = self.format(time.time(), logging.getLevelName(level), {**fields, "pid": self.pid})
-        except Exception:  # noqa: BLE001 - a record that cannot be formatted must not break the call
+        except Exception:  # a record that cannot be formatted must not break the call
             logging.getLogger("sidecar").debug("audit record dropped", exc_info=True)
             return
         self._lines.append(line)
@@ -125,17 +130,18 @@ class AuditWriter:
             try:
                 stream.write("\n".join(batch) + "\n")
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a full disk or closed stream must not break calls
+            except Exception:  # a full disk or closed stream must not break calls
                 logging.getLogger("sidecar").debug("audit lines dropped", exc_info=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(WRITE_INTERVAL):
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
             self.flush()
 
     def close(self) -> None:
         """Stop the writer thread and write out what is left."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         self.flush()
 
 

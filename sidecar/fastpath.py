@@ -211,7 +211,7 @@ class _Loop:
                     self.respond(tag, event)
                 elif type(tag) is Method:
                     self.accept(tag, event)
-            except Exception:  # noqa: BLE001 - a call must never take the loop down
+            except Exception:  # a call must never take the loop down
                 log.exception("fast path: unexpected error")
             event = None  # drop the call before blocking again
 
@@ -246,7 +246,7 @@ class _Loop:
                 body = method.behavior(request, context).SerializeToString()
             except Abort as exc:
                 code, details = exc.code, exc.details
-            except Exception:  # noqa: BLE001 - the servicer maps domain errors; this is a bug
+            except Exception:  # the servicer maps domain errors; this is a bug
                 log.exception("fast path: unexpected error in %s", method.name)
                 code, details = grpc.StatusCode.INTERNAL, "internal error"
         status = cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS)
@@ -287,7 +287,7 @@ class FastPath:
         for interceptor in interceptors:
             if isinstance(interceptor, ConcurrencyLimit):
                 interceptor.counters.append(self)
-        self.core_server = server._cy_server  # noqa: SLF001 - see the module docstring
+        self.core_server = server._cy_server  # private: see the module docstring
         self.guards = tuple(guards)
         self.methods = [
             Method(m.name, GetMessageClass(m.input_type).FromString, getattr(servicer, m.name),

@@ -81,7 +81,7 @@ class ConcurrencyLimit(grpc.ServerInterceptor):  # type: ignore[misc]
         self.counters: list[Any] = []
 
     def in_flight(self) -> int:
-        return self.executor.in_flight + sum(c.in_flight for c in self.counters)
+        return self.executor.in_flight + sum(int(c.in_flight) for c in self.counters)
 
     def _message(self) -> str:
         return f"server busy: more than {self.limit} calls at once"

@@ -171,3 +171,43 @@ def test_a_broken_handler_never_breaks_a_call(start_server):
         assert s.stub().IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE)).token.jwt
     finally:
         logging.raiseExceptions = saved
+
+
+class CountingStream(io.StringIO):
+    """Counts write() calls, to see batching."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+def test_lines_are_written_in_batches_by_the_writer_thread_without_a_flush():
+    import time
+
+    stream = CountingStream()
+    writer = audit.configure("INFO", "json", stream)
+    log = audit.AuditLog(writer)
+    for n in range(200):
+        log.rejected("IssueToken", f"reason{n}")
+    deadline = time.monotonic() + 5
+    while stream.getvalue().count("\n") < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [rec["reason"] for rec in lines] == [f"reason{n}" for n in range(200)]  # all of them, in order
+    assert stream.writes < 20  # batches, not a write per record
+
+
+def test_a_burst_past_the_queue_bound_is_written_by_the_caller_and_nothing_is_dropped():
+    stream = CountingStream()
+    writer = audit.AuditWriter("INFO", "text", stream, interval=None)  # no writer thread: only the bound writes
+    log = audit.AuditLog(writer)
+    for _ in range(audit.MAX_PENDING + 10):
+        log.rejected("IssueToken", "email_format")
+    assert stream.getvalue().count("\n") == audit.MAX_PENDING  # the caller wrote the full queue itself
+    assert stream.writes == 1
+    writer.flush()
+    assert stream.getvalue().count("\n") == audit.MAX_PENDING + 10

@@ -142,3 +142,21 @@ def test_drain_ends_the_fast_path_threads(start_server) -> None:
     for t in threads:
         t.join(timeout=5)
         assert not t.is_alive()
+
+
+def test_concurrency_bound_counts_fast_path_calls(start_server) -> None:
+    """With a bound of 1, a second call accepted while the first still runs is refused and counted."""
+    seen, refused = Threads(delay=0.5), Rejections()
+    bound = limits.ConcurrencyLimit(1, limits.CountingExecutor(2), refused)
+    s = start_server(observer=seen, opts=ServerOptions(interceptors=[bound]))
+    assert s.runtime.fast is not None and s.runtime.fast in bound.counters
+    stub = s.stub()
+    first = stub.IssueToken.future(pb.IssueTokenRequest(email="first@b.example", uuid=UUID), timeout=10)
+    time.sleep(0.2)  # the first call holds one fast-path thread; the other takes the second call
+    with pytest.raises(grpc.RpcError) as err:
+        stub.IssueToken(pb.IssueTokenRequest(email="second@b.example", uuid=UUID), timeout=10)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "more than 1 calls at once" in (err.value.details() or "")
+    assert first.result().token.jwt
+    assert refused.reasons == ["resource_exhausted"] and len(seen.names) == 1
+    stub.IssueToken(pb.IssueTokenRequest(email="third@b.example", uuid=UUID), timeout=10)  # room again
