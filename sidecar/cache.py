@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from sidecar.tokens import Token
@@ -36,7 +35,21 @@ DEFAULT_MIN_REMAINING = 0.5
 
 
 class TokenCache:
-    """Thread-safe LRU of the last token per ``(email, uuid)``."""
+    """Thread-safe, bounded, least-recently-used cache of the last token per ``(email, uuid)``.
+
+    LRU in two generations: new and reused tokens go into the young
+    generation; when it holds half the entries it becomes the old generation
+    and the previous old one is dropped whole. A hit in the old generation
+    moves the token back to the young one. So at most ``max_entries`` tokens
+    are kept, and a token is dropped only after at least ``max_entries / 2``
+    other tokens were stored since it was last stored or reused.
+
+    Why not one ``OrderedDict``: evicting one entry per insertion leaves a
+    dead slot behind each time, and the dict keeps re-allocating its tables
+    to compact them, so peak memory kept creeping up long after the cache was
+    full (+13 % from 100k to 1M tokens, bench/). Generations only ever grow
+    and are freed whole, so each cycle allocates the same memory again.
+    """
 
     def __init__(self, max_entries: int = DEFAULT_SIZE, min_remaining: float = DEFAULT_MIN_REMAINING,
                  clock: Callable[[], float] = time.time) -> None:
@@ -47,36 +60,52 @@ class TokenCache:
         self.max_entries = max_entries
         self.min_remaining = min_remaining
         self.clock = clock
-        self._tokens: OrderedDict[tuple[str, str], Token] = OrderedDict()
+        #: Entries per generation; with room for one token only, there is no old generation.
+        self._generation = max(1, max_entries // 2)
+        self._keep_old = max_entries >= 2
+        self._young: dict[tuple[str, str], Token] = {}
+        self._old: dict[tuple[str, str], Token] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self._young) + len(self._old)
+
+    def _usable(self, token: Token, lifetime: float, key_id: str) -> bool:
+        remaining = token.expires_at - self.clock()
+        return token.key_id == key_id and lifetime * self.min_remaining <= remaining <= lifetime
+
+    def _store(self, k: tuple[str, str], token: Token) -> None:
+        young = self._young
+        if k not in young and len(young) >= self._generation:
+            self._old = young if self._keep_old else {}
+            self._young = young = {}
+        young[k] = token
 
     def get(self, email: str, uuid: str, lifetime: float, key_id: str) -> Token | None:
         """A reusable token for ``lifetime`` seconds signed by ``key_id``, or ``None``."""
         k = (email, uuid)
         with self._lock:
-            token = self._tokens.get(k)
-            if token is None:
+            token = self._young.get(k)
+            if token is not None:
+                if self._usable(token, lifetime, key_id):
+                    return token
+                del self._young[k]
                 return None
-            remaining = token.expires_at - self.clock()
-            if token.key_id != key_id or not lifetime * self.min_remaining <= remaining <= lifetime:
-                del self._tokens[k]
+            token = self._old.pop(k, None)
+            if token is None or not self._usable(token, lifetime, key_id):
                 return None
-            self._tokens.move_to_end(k)
+            self._store(k, token)  # used again: young once more
             return token
 
     def put(self, email: str, uuid: str, token: Token) -> None:
-        """Remember ``token`` as the latest for ``(email, uuid)``; evict the least recently used."""
+        """Remember ``token`` as the latest for ``(email, uuid)``."""
         k = (email, uuid)
         with self._lock:
-            self._tokens[k] = token
-            self._tokens.move_to_end(k)
-            if len(self._tokens) > self.max_entries:
-                self._tokens.popitem(last=False)
+            self._old.pop(k, None)
+            self._store(k, token)
 
     def clear(self) -> None:
         """Forget every token (key rotation)."""
         with self._lock:
-            self._tokens.clear()
+            self._young = {}
+            self._old = {}

@@ -109,6 +109,38 @@ def test_bounded_lru_evicts_the_least_recently_used() -> None:
     assert c.get("c@x.io", UUID, 100, "k") is not None
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 10, 101])
+def test_never_holds_more_than_its_size(size: int) -> None:
+    c = TokenCache(max_entries=size, clock=Clock())
+    for n in range(10 * size + 7):
+        c.put(f"u{n}@x.io", UUID, Token(str(n), int(T0) + 100, "k"))
+        assert len(c) <= size
+        assert c.get(f"u{n}@x.io", UUID, 100, "k") is not None  # the newest is always there
+
+
+@pytest.mark.parametrize("size", [2, 10, 101])
+def test_a_token_outlives_half_the_size_in_newer_tokens_and_never_the_size(size: int) -> None:
+    for newer in range(size + 1):
+        c = TokenCache(max_entries=size, clock=Clock())
+        c.put("a@x.io", UUID, Token("a", int(T0) + 100, "k"))
+        for n in range(newer):
+            c.put(f"u{n}@x.io", UUID, Token(str(n), int(T0) + 100, "k"))
+        kept = c.get("a@x.io", UUID, 100, "k") is not None
+        if newer < size // 2:
+            assert kept, newer
+        if newer >= size:
+            assert not kept, newer
+
+
+def test_reuse_keeps_a_token_however_many_others_come_and_go() -> None:
+    c = TokenCache(max_entries=10, clock=Clock())
+    c.put("a@x.io", UUID, Token("a", int(T0) + 100, "k"))
+    for n in range(1000):
+        c.put(f"u{n}@x.io", UUID, Token(str(n), int(T0) + 100, "k"))
+        if n % 4 == 0:
+            assert c.get("a@x.io", UUID, 100, "k") is not None, n
+
+
 def test_clear_forgets_everything() -> None:
     c = TokenCache(clock=Clock())
     c.put(EMAIL, UUID, Token("t", int(T0) + 100, "k"))
