@@ -257,9 +257,9 @@ class _Loop:
         else:
             ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), cygrpc.SendMessageOperation(body, _NO_FLAGS),
                    status, cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
+        method.series.done(code, tag.started)  # before the caller can see the answer, as the stock path does
         if tag.call.start_server_batch(ops, _FINISHED) != 0:
             self.in_flight -= 1
-        method.series.done(code, tag.started)
 
 
 class FastPath:
