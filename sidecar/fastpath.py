@@ -216,9 +216,9 @@ class _Loop:
             event = None  # drop the call before blocking again
 
     def accept(self, method: Method, event: Any) -> None:
-        if not event.success:  # request cancelled: the server is shutting down
+        self.request(method)  # keep the requests topped up (refused once the server shuts down)
+        if not event.success:  # the request was cancelled: the server is shutting down
             return
-        self.request(method)
         started = time.perf_counter()
         method.series.started.inc()
         call = event.call
