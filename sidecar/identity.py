@@ -11,11 +11,16 @@ Everything here is pure: no I/O, no clock, no grpc.
 from __future__ import annotations
 
 import enum
+import sys
 import uuid
 from dataclasses import dataclass
 
 #: Named UUIDv5 namespaces accepted by configuration, besides any UUID.
 NAMESPACES: dict[str, uuid.UUID] = {"url": uuid.NAMESPACE_URL, "dns": uuid.NAMESPACE_DNS}
+
+
+#: UTF-16 in this machine's byte order, so code units read back as native unsigned shorts.
+_UTF16 = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
 
 
 def identity_hash(identifier: str) -> str:
@@ -24,10 +29,10 @@ def identity_hash(identifier: str) -> str:
     Java's ``String.hashCode`` over UTF-16 code units, wrapped to a signed
     32-bit integer and printed in decimal. No trimming, no lower-casing.
     """
-    data = identifier.encode("utf-16-be", "surrogatepass")
     h = 0
-    for i in range(0, len(data), 2):
-        h = (31 * h + (data[i] << 8 | data[i + 1])) & 0xFFFFFFFF
+    for unit in memoryview(identifier.encode(_UTF16, "surrogatepass")).cast("H"):
+        h = h * 31 + unit  # exact integer; wrapped to 32 bits once, at the end
+    h &= 0xFFFFFFFF
     return str(h - (1 << 32) if h & 0x80000000 else h)
 
 

@@ -99,3 +99,12 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_refuses(bad):
     with pytest.raises(ValueError, match="duration must be"):
         validation.parse_duration(bad)
+
+
+def test_the_ascii_shortcut_refuses_exactly_what_the_unicode_rule_refuses() -> None:
+    from sidecar.validation import _has_space_or_control, _is_space_or_control
+
+    for code in range(128):
+        ch = chr(code)
+        assert _has_space_or_control(f"a{ch}b@x.io") is _is_space_or_control(ch), repr(ch)
+    assert _has_space_or_control("ü\u00a0@x.io") and not _has_space_or_control("ü@x.io")
