@@ -87,20 +87,24 @@ class Abort(Exception):
 
 
 class Context:
-    """The part of ``grpc.ServicerContext`` the servicer and the guards use, for one call."""
+    """The part of ``grpc.ServicerContext`` the servicer and the guards use, for one call.
 
-    __slots__ = ("_call", "_deadline", "_metadata")
+    It reads what it is asked for from grpc's request event only then: most
+    calls never look at their metadata or peer.
+    """
 
-    def __init__(self, call: Any, deadline: float, metadata: Any) -> None:
-        self._call = call
-        self._deadline = deadline
-        self._metadata = metadata
+    __slots__ = ("_call", "_event")
+
+    def __init__(self, event: Any) -> None:
+        self._event = event
+        self._call = event.call
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         raise Abort(code, details)
 
     def time_remaining(self) -> float:
-        return max(self._deadline - time.time(), 0.0)
+        deadline: float = self._event.call_details.deadline
+        return max(deadline - time.time(), 0.0)
 
     def peer(self) -> str:
         peer: bytes | str = self._call.peer()
@@ -115,7 +119,7 @@ class Context:
         return {k.decode() if isinstance(k, bytes) else k: v for k, v in ctx.items()}
 
     def invocation_metadata(self) -> Any:
-        return self._metadata
+        return self._event.invocation_metadata
 
     def is_active(self) -> bool:
         return True
@@ -138,13 +142,11 @@ class Method:
 class _Received:
     """Tag of the receive-message batch of one call."""
 
-    __slots__ = ("call", "deadline", "metadata", "method", "started")
+    __slots__ = ("event", "method", "started")
 
-    def __init__(self, method: Method, call: Any, deadline: float, metadata: Any, started: float) -> None:
+    def __init__(self, method: Method, event: Any, started: float) -> None:
         self.method = method
-        self.call = call
-        self.deadline = deadline
-        self.metadata = metadata
+        self.event = event  # the request event: the call, its deadline and metadata
         self.started = started
 
 
@@ -221,10 +223,9 @@ class _Loop:
             return
         started = time.perf_counter()
         method.series.started.inc()
-        call = event.call
         self.in_flight += 1
-        tag = _Received(method, call, event.call_details.deadline, event.invocation_metadata, started)
-        if call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
+        tag = _Received(method, event, started)
+        if event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
             self.in_flight -= 1
             method.series.done(grpc.StatusCode.CANCELLED, started)
 
@@ -236,7 +237,7 @@ class _Loop:
             code, details = grpc.StatusCode.CANCELLED, "no request message"
         else:
             try:
-                context = Context(tag.call, tag.deadline, tag.metadata)
+                context = Context(tag.event)
                 for guard in self.fast.guards:
                     guard(method.name, context)
                 try:
@@ -258,7 +259,7 @@ class _Loop:
             ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), cygrpc.SendMessageOperation(body, _NO_FLAGS),
                    status, cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
         method.series.done(code, tag.started)  # before the caller can see the answer, as the stock path does
-        if tag.call.start_server_batch(ops, _FINISHED) != 0:
+        if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
             self.in_flight -= 1
 
 
