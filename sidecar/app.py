@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from typing import TYPE_CHECKING
 
 from sidecar import access, limits
 from sidecar import events as events_mod
 from sidecar.cache import TokenCache
-from sidecar.config import Config
+from sidecar.config import Config, available_cpus
 from sidecar.core import KeyHolder, Sidecar
 from sidecar.keys import SigningKey
 from sidecar.observe import Observer, Observers
@@ -87,7 +86,7 @@ def fast_path_threads(cfg: Config) -> int:
     """
     if cfg.call_path != "fast":
         return 0
-    return max(1, len(os.sched_getaffinity(0)) // cfg.workers)
+    return max(1, available_cpus() // cfg.workers)
 
 
 def _no_key_file() -> None:

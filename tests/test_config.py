@@ -53,3 +53,21 @@ def test_refusals_are_one_line_naming_the_setting(flags, env, message):
     with pytest.raises(ConfigError) as exc:
         from_sources(flags, env)
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_available_cpus_follows_the_container_cpu_limit(tmp_path) -> None:
+    import os
+
+    from sidecar.config import available_cpus
+
+    cores = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert available_cpus(cpu_max) == cores
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one thread
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{150000 * cores} 100000\n")  # a limit above the cores changes nothing
+    assert available_cpus(cpu_max) == cores
+    assert available_cpus(tmp_path / "missing") == cores
+    cpu_max.write_text("garbage\n")
+    assert available_cpus(cpu_max) == cores
