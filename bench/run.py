@@ -295,7 +295,7 @@ def run_rss(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
                   flush=True)
         out["points"] = points
         p0, p1 = points[0]["peak_rss_mib"], points[1]["peak_rss_mib"]
-        out["peak_growth"] = round(p1 / p0 - 1, 4) if p0 else None  # type: ignore[operator]
+        out["peak_growth"] = round(p1 / p0 - 1, 4) if p0 else None
     return out
 
 
