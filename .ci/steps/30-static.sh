@@ -4,4 +4,3 @@ set -euo pipefail
 .venv/bin/ruff check sidecar tests scripts clients/python examples/web bench
 .venv/bin/mypy
 (cd clients/python && ../../.venv/bin/mypy --strict sidecar_client)
-.venv/bin/mypy --strict bench/run.py bench/callcost.py bench/loadgen.py bench/procstat.py
