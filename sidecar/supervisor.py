@@ -49,9 +49,13 @@ def reserve_tcp_ports(listen: Sequence[str]) -> tuple[list[str], list[socket.soc
         family = socket.AF_INET6 if ":" in bare else socket.AF_INET
         probe = socket.socket(family, socket.SOCK_STREAM)
         try:
+            # SO_REUSEADDR, as grpc's own listener: connections a previous sidecar closed linger in
+            # TIME_WAIT on this port, and must not stop a restart. A live listener still fails the bind.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((bare, int(port)))  # without SO_REUSEPORT: fails if anyone holds it
             probe.close()
             keep = socket.socket(family, socket.SOCK_STREAM)
+            keep.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             keep.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             keep.bind((bare, int(port)))
         except OSError as exc:

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -167,6 +168,33 @@ def test_prefork_refuses_port_held_by_a_stale_server(key_env):
         port = s.getsockname()[1]
         line = refusal(run("serve", "--workers", "2", env={**key_env, "SIDECAR_LISTEN": f"127.0.0.1:{port}"}))
     assert "cannot listen" in line
+
+
+def _time_wait_port() -> int:
+    """A loopback port with a connection in TIME_WAIT on its server side, as a drained sidecar leaves."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            server, _ = listener.accept()
+            server.close()  # the server side closes first: it is the one left in TIME_WAIT
+            client.recv(1)
+    states = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    assert any(f":{port:04X} " in line.split()[1] + " " and line.split()[3] == "06" for line in states)
+    return port
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_restart_on_a_port_with_connections_in_time_wait(spawn_sidecar, key_env, workers):
+    """Regression: the start-up port check bound without SO_REUSEADDR, so a sidecar restarted
+    right after a drain (same pod, same port) was refused "Address already in use"."""
+    port = _time_wait_port()
+    p = spawn_sidecar("--workers", workers, env=key_env, addr=f"127.0.0.1:{port}")
+    with grpc.insecure_channel(p.addr) as ch:
+        assert pb_grpc.IdentityServiceStub(ch).IssueToken(pb.IssueTokenRequest(email="a@b.c", uuid=COOKIE),
+                                                          timeout=10).token.jwt
 
 
 def test_demo_runs():
