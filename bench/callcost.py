@@ -28,40 +28,6 @@ import procstat  # noqa: E402
 import run  # noqa: E402
 
 
-def switches(pid: int) -> tuple[int, int]:
-    """Voluntary and involuntary context switches of every thread of ``pid`` and its children."""
-    vol = invol = 0
-    for p in procstat.descendants(pid):
-        try:
-            tasks = list(Path(f"/proc/{p}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                text = (task / "status").read_text()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    vol += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    invol += int(line.split()[1])
-    return vol, invol
-
-
-def user_system(pid: int) -> tuple[float, float]:
-    """User and system seconds of ``pid`` and its live children."""
-    user = system = 0.0
-    for p in procstat.descendants(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        user += int(fields[11]) / procstat.TICK
-        system += int(fields[12]) / procstat.TICK
-    return user, system
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=6.0, help="seconds per round (6)")
@@ -82,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(loadgen.grpc_load(target, concurrency=a.concurrency, duration=2, channels=a.channels,
                                       repeated=a.repeated, start_at=10**9))
         for n in range(a.rounds):
-            (u0, s0), (v0, i0), c0 = user_system(proc.pid), switches(proc.pid), os.times()
+            (u0, s0), (v0, i0), c0 = procstat.user_system_seconds(proc.pid), procstat.context_switches(proc.pid), os.times()
             res = asyncio.run(loadgen.grpc_load(target, concurrency=a.concurrency, duration=a.duration,
                                                 channels=a.channels, repeated=a.repeated, start_at=start))
-            (u1, s1), (v1, i1), c1 = user_system(proc.pid), switches(proc.pid), os.times()
+            (u1, s1), (v1, i1), c1 = procstat.user_system_seconds(proc.pid), procstat.context_switches(proc.pid), os.times()
             start += res.calls + res.errors
             calls = max(1, res.calls)
             client = (c1.user - c0.user) + (c1.system - c0.system)

@@ -28,14 +28,48 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def _stat_seconds(pid: int) -> float:
+def _times(pid: int) -> list[int]:
+    """utime, stime, cutime, cstime of ``pid`` in clock ticks (zeros once it is gone)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return [0, 0, 0, 0]
     fields = text.rpartition(")")[2].split()
     # fields[0] is field 3 (state); utime..cstime are fields 14..17.
-    return sum(int(f) for f in fields[11:15]) / TICK
+    return [int(f) for f in fields[11:15]]
+
+
+def _stat_seconds(pid: int) -> float:
+    return sum(_times(pid)) / TICK
+
+
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """User and system seconds of ``pid`` and its live descendants (reaped children not included)."""
+    user = system = 0
+    for p in descendants(pid):
+        utime, stime, _, _ = _times(p)
+        user, system = user + utime, system + stime
+    return user / TICK, system / TICK
+
+
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of every thread of ``pid`` and its descendants."""
+    counts = {"voluntary_ctxt_switches": 0, "nonvoluntary_ctxt_switches": 0}
+    for p in descendants(pid):
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                lines = (task / "status").read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name in counts:
+                    counts[name] += int(value)
+    return counts["voluntary_ctxt_switches"], counts["nonvoluntary_ctxt_switches"]
 
 
 def cpu_seconds(pid: int) -> float:

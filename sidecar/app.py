@@ -79,10 +79,10 @@ def key_rotator(cfg: Config, sidecar: Sidecar) -> KeyRotator | None:
 
 
 def fast_path_threads(cfg: Config) -> int:
-    """Fast-path threads per worker: one per core in all (0: the stock path).
+    """Fast-path threads per worker: one per CPU in all (0: the stock path).
 
-    Signing releases the GIL, so one thread per core keeps every core
-    signing; more would only queue on the GIL.
+    Signing releases the GIL, so one thread per CPU keeps every CPU signing;
+    more would only queue on the GIL.
     """
     if cfg.call_path != "fast":
         return 0

@@ -36,9 +36,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                    help="also accept the previous key's tokens this long after a rotation, e.g. 1h; "
                         "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
     p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
-    p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per core [SIDECAR_WORKERS]")
+    p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per CPU it may use [SIDECAR_WORKERS]")
     p.add_argument("--threads", help="threads of grpc's pool in each process (default 4) [SIDECAR_THREADS]")
-    p.add_argument("--call-path", choices=("fast", "stock"),
+    p.add_argument("--call-path", choices=config_mod.CALL_PATHS,
                    help="IdentityService calls: fast (off grpc core's queue, default) or stock (grpc's pool) "
                         "[SIDECAR_CALL_PATH]")
     p.add_argument("--audit-level",

@@ -115,7 +115,7 @@ class Config:
     #: a few threads keep both cores signing; many only queue on the GIL (bench/).
     threads: int = 4
     #: ``fast``: IdentityService calls run straight off grpc core's completion queue
-    #: (:mod:`sidecar.fastpath`, one thread per core in all); ``stock``: through grpcio's thread pool.
+    #: (:mod:`sidecar.fastpath`, one thread per CPU in all); ``stock``: through grpcio's thread pool.
     call_path: str = "fast"
     #: Audit log level: INFO (issued and rejected), WARNING (rejected only), OFF.
     audit_level: str = "INFO"
@@ -356,10 +356,7 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["workers"] = int(text)
         else:
             raise ConfigError(f"SIDECAR_WORKERS: must be a positive integer or 'auto', got {text!r}")
-    call_path = pick("call_path")
-    if call_path not in (None, ""):
-        kwargs["call_path"] = str(call_path).strip().lower()
-    for name in ("audit_level", "audit_format"):
+    for name in ("audit_level", "audit_format", "call_path"):
         value = pick(name)
         if value not in (None, ""):
             text = str(value).strip()

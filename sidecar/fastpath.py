@@ -177,7 +177,11 @@ _NO_SERIES = _NoSeries()
 
 
 class _Loop:
-    """One polling thread; its own in-flight count, so no lock is shared."""
+    """One polling thread with its own in-flight count, so no lock is shared.
+
+    Any thread may take any event of the queue, so one loop can count a call in
+    and another count it out: a single count can go negative, their sum is exact.
+    """
 
     def __init__(self, fast: FastPath, index: int) -> None:
         self.fast = fast
@@ -250,14 +254,11 @@ class _Loop:
             except Exception:  # the servicer maps domain errors; this is a bug
                 log.exception("fast path: unexpected error in %s", method.name)
                 code, details = grpc.StatusCode.INTERNAL, "internal error"
-        status = cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS)
-        ops: tuple[Any, ...]
-        if body is None:
-            ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), status,
-                   cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
-        else:
-            ops = (cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS), cygrpc.SendMessageOperation(body, _NO_FLAGS),
-                   status, cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
+        ops = [cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS)]
+        if body is not None:
+            ops.append(cygrpc.SendMessageOperation(body, _NO_FLAGS))
+        ops += (cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS),
+                cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
         method.series.done(code, tag.started)  # before the caller can see the answer, as the stock path does
         if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
             self.in_flight -= 1
@@ -277,17 +278,19 @@ class FastPath:
         if reason:
             raise RuntimeError(f"fast call path unavailable: {reason}")
         guards: list[Callable[[str, Any], None]] = []
+        bounds: list[ConcurrencyLimit] = []
         rpc_metrics: RpcMetrics | None = None
         for interceptor in interceptors:
             if isinstance(interceptor, RpcMetrics):
                 rpc_metrics = interceptor
             elif isinstance(interceptor, (Guard, ConcurrencyLimit)):
                 guards.append(interceptor.check)
+                if isinstance(interceptor, ConcurrencyLimit):
+                    bounds.append(interceptor)
             else:
                 raise RuntimeError(f"fast call path cannot apply the interceptor {type(interceptor).__name__}")
-        for interceptor in interceptors:
-            if isinstance(interceptor, ConcurrencyLimit):
-                interceptor.counters.append(self)
+        for bound in bounds:  # only once nothing can refuse: a refused path must leave no trace
+            bound.counters.append(self)
         self.core_server = server._cy_server  # private: see the module docstring
         self.guards = tuple(guards)
         self.methods = [

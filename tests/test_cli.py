@@ -170,6 +170,11 @@ def test_prefork_refuses_port_held_by_a_stale_server(key_env):
     assert "cannot listen" in line
 
 
+def test_serve_refuses_an_unknown_call_path_with_one_line():
+    line = refusal(run("serve", env={"SIDECAR_CALL_PATH": "turbo"}))
+    assert "SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'" in line
+
+
 def _time_wait_port() -> int:
     """A loopback port with a connection in TIME_WAIT on its server side, as a drained sidecar leaves."""
     with socket.socket() as listener:

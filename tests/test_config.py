@@ -27,7 +27,9 @@ def test_environment_read_and_flags_win():
     assert c.default_ttl == timedelta(minutes=30)
     assert c.listen == ("unix:///run/s.sock", "127.0.0.1:1")
     assert c.uuid_namespace == uuid.NAMESPACE_DNS and c.metrics_addr == "" and c.grace == timedelta(seconds=3)
-    assert c.workers == 2 and c.threads == 6
+    assert c.workers == 2 and c.threads == 6 and c.call_path == "fast"
+    assert from_sources({}, {"SIDECAR_CALL_PATH": " Stock "}).call_path == "stock"
+    assert from_sources({"call_path": "fast"}, {"SIDECAR_CALL_PATH": "stock"}).call_path == "fast"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,7 @@ def test_environment_read_and_flags_win():
         ({}, {"SIDECAR_WORKERS": "0"}, "SIDECAR_WORKERS: must be at least 1"),
         ({}, {"SIDECAR_THREADS": "0"}, "SIDECAR_THREADS: must be at least 1"),
         ({}, {"SIDECAR_THREADS": "many"}, "SIDECAR_THREADS: must be a positive integer"),
+        ({}, {"SIDECAR_CALL_PATH": "turbo"}, "SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'"),
     ],
 )
 def test_refusals_are_one_line_naming_the_setting(flags, env, message):
