@@ -54,9 +54,12 @@ def _time(created: float) -> str:
     return f"{_second[1]}.{int((created - whole) * 1000):03d}Z"
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def json_line(created: float, level: str, fields: dict[str, Any]) -> str:
     """One compact JSON object."""
-    return json.dumps({"time": _time(created), "level": level, **fields}, separators=(",", ":"), ensure_ascii=False)
+    return _JSON.encode({"time": _time(created), "level": level, **fields})
 
 
 def text_line(created: float, level: str, fields: dict[str, Any]) -> str:

@@ -73,8 +73,11 @@ def _duration(msg: Any, has: bool) -> timedelta | None:
     return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
 
 
-def _token_pb(token: Token) -> pb.Token:
-    return pb.Token(jwt=token.jwt, expires_at=timestamp_pb2.Timestamp(seconds=token.expires_at), key_id=token.key_id)
+def _fill_token(msg: pb.Token, token: Token) -> None:
+    """Set the response's ``token`` in place (half the cost of building and copying sub-messages)."""
+    msg.jwt = token.jwt
+    msg.expires_at.seconds = token.expires_at
+    msg.key_id = token.key_id
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -104,13 +107,14 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 request.email, request.identity_hash, request.cookie_uuid, request.cookie_header, ttl
             )
             self.observer.issued("ResolveIdentity", token, resolution.identity_hash, resolution)
-            return pb.ResolveIdentityResponse(
+            response = pb.ResolveIdentityResponse(
                 uuid=resolution.uuid,
                 identity_hash=resolution.identity_hash,
                 outcome=OUTCOME_PB[resolution.outcome],
                 set_identity=resolution.set_identity,
-                token=_token_pb(token),
             )
+            _fill_token(response.token, token)
+            return response
 
         return self._run("ResolveIdentity", context, call)
 
@@ -119,7 +123,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             ttl = _duration(request.ttl, request.HasField("ttl"))
             token = self.sidecar.issue_token(request.email, request.uuid, ttl)
             self.observer.issued("IssueToken", token, identity_hash(request.email), None)
-            return pb.IssueTokenResponse(token=_token_pb(token))
+            response = pb.IssueTokenResponse()
+            _fill_token(response.token, token)
+            return response
 
         return self._run("IssueToken", context, call)
 
