@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sidecar import __version__, hygiene, keys
+from sidecar import __version__, hygiene, keys, sched
 from sidecar import config as config_mod
 from sidecar.errors import ConfigError
 
@@ -41,6 +41,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--call-path", choices=config_mod.CALL_PATHS,
                    help="IdentityService calls: fast (off grpc core's queue, default) or stock (grpc's pool) "
                         "[SIDECAR_CALL_PATH]")
+    p.add_argument("--sched-policy", choices=config_mod.SCHED_POLICIES,
+                   help="CPU scheduling of the sidecar's threads: batch (no wake-up preemption, default) or "
+                        "normal [SIDECAR_SCHED_POLICY]")
     p.add_argument("--audit-level",
                    help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
     p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
@@ -131,6 +134,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {k: getattr(args, k, None) for k in (*config_mod.ENV, "production")}
     cfg = config_mod.from_sources(flags)
     _setup_logging(args.log_level)
+    # Before any thread starts: threads and worker processes inherit the policy.
+    problem = sched.apply(cfg.sched_policy)
+    if problem:
+        logging.getLogger("sidecar").warning("SIDECAR_SCHED_POLICY=%s not applied: %s", cfg.sched_policy, problem)
     hygiene.disable_core_dumps()
     if cfg.dev_mode:
         key = keys.generate()

@@ -44,6 +44,8 @@ def available_cpus(cpu_max: Path = CPU_MAX) -> int:
 
 #: Values of ``SIDECAR_CALL_PATH``.
 CALL_PATHS = ("fast", "stock")
+#: Values of ``SIDECAR_SCHED_POLICY`` (Linux CPU scheduling policy of the sidecar's threads).
+SCHED_POLICIES = ("batch", "normal")
 
 #: Environment variable for each setting (SPEC §6); flags override them.
 ENV = {
@@ -61,6 +63,7 @@ ENV = {
     "workers": "SIDECAR_WORKERS",
     "threads": "SIDECAR_THREADS",
     "call_path": "SIDECAR_CALL_PATH",
+    "sched_policy": "SIDECAR_SCHED_POLICY",
     "audit_level": "SIDECAR_AUDIT_LEVEL",
     "audit_format": "SIDECAR_AUDIT_FORMAT",
     # Key rotation, access control and limits (issue 4).
@@ -117,6 +120,9 @@ class Config:
     #: ``fast``: IdentityService calls run straight off grpc core's completion queue
     #: (:mod:`sidecar.fastpath`, one thread per CPU in all); ``stock``: through grpcio's thread pool.
     call_path: str = "fast"
+    #: ``batch``: the sidecar's threads run SCHED_BATCH, so they do not preempt a running
+    #: thread when they wake (:mod:`sidecar.sched`); ``normal``: the default Linux policy.
+    sched_policy: str = "batch"
     #: Audit log level: INFO (issued and rejected), WARNING (rejected only), OFF.
     audit_level: str = "INFO"
     #: Audit log format: ``json`` (one object per line) or ``text``.
@@ -170,6 +176,9 @@ class Config:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
         if self.call_path not in CALL_PATHS:
             raise ConfigError(f"SIDECAR_CALL_PATH: must be one of {', '.join(CALL_PATHS)}, got {self.call_path!r}")
+        if self.sched_policy not in SCHED_POLICIES:
+            raise ConfigError(
+                f"SIDECAR_SCHED_POLICY: must be one of {', '.join(SCHED_POLICIES)}, got {self.sched_policy!r}")
         if self.threads < 1:
             raise ConfigError("SIDECAR_THREADS: must be at least 1")
         if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):
@@ -356,7 +365,7 @@ def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] 
             kwargs["workers"] = int(text)
         else:
             raise ConfigError(f"SIDECAR_WORKERS: must be a positive integer or 'auto', got {text!r}")
-    for name in ("audit_level", "audit_format", "call_path"):
+    for name in ("audit_level", "audit_format", "call_path", "sched_policy"):
         value = pick(name)
         if value not in (None, ""):
             text = str(value).strip()

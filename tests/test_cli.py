@@ -175,6 +175,32 @@ def test_serve_refuses_an_unknown_call_path_with_one_line():
     assert "SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'" in line
 
 
+def _thread_policies(pid: int) -> dict[int, int]:
+    """The scheduling policy of every thread of ``pid`` and of its child processes."""
+    pids = [pid, *map(int, subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split())]
+    return {int(tid): os.sched_getscheduler(int(tid)) for p in pids for tid in os.listdir(f"/proc/{p}/task")}
+
+
+@pytest.mark.parametrize(("flags", "env", "policy"), [
+    ((), {}, os.SCHED_BATCH),  # the default
+    (("--workers", "2"), {}, os.SCHED_BATCH),  # inherited by the pre-forked workers and all their threads
+    (("--sched-policy", "normal"), {}, os.SCHED_OTHER),
+    ((), {"SIDECAR_SCHED_POLICY": "normal"}, os.SCHED_OTHER),
+])
+def test_every_serving_thread_has_the_configured_scheduling_policy(spawn_sidecar, key_env, flags, env, policy):
+    p = spawn_sidecar(*flags, env={**key_env, **env})
+    with grpc.insecure_channel(p.addr) as ch:  # a served call: grpc's I/O threads are running
+        pb_grpc.IdentityServiceStub(ch).IssueToken(pb.IssueTokenRequest(email="a@b.c", uuid=COOKIE), timeout=10)
+    policies = _thread_policies(p.proc.pid)
+    assert len(policies) > (20 if "--workers" in flags else 5)
+    assert set(policies.values()) == {policy}, policies
+
+
+def test_serve_refuses_an_unknown_scheduling_policy_with_one_line():
+    line = refusal(run("serve", env={"SIDECAR_SCHED_POLICY": "fifo"}))
+    assert "SIDECAR_SCHED_POLICY: must be one of batch, normal, got 'fifo'" in line
+
+
 def _time_wait_port() -> int:
     """A loopback port with a connection in TIME_WAIT on its server side, as a drained sidecar leaves."""
     with socket.socket() as listener:

@@ -30,6 +30,9 @@ def test_environment_read_and_flags_win():
     assert c.workers == 2 and c.threads == 6 and c.call_path == "fast"
     assert from_sources({}, {"SIDECAR_CALL_PATH": " Stock "}).call_path == "stock"
     assert from_sources({"call_path": "fast"}, {"SIDECAR_CALL_PATH": "stock"}).call_path == "fast"
+    assert c.sched_policy == "batch"
+    assert from_sources({}, {"SIDECAR_SCHED_POLICY": " Normal "}).sched_policy == "normal"
+    assert from_sources({"sched_policy": "batch"}, {"SIDECAR_SCHED_POLICY": "normal"}).sched_policy == "batch"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +53,7 @@ def test_environment_read_and_flags_win():
         ({}, {"SIDECAR_THREADS": "0"}, "SIDECAR_THREADS: must be at least 1"),
         ({}, {"SIDECAR_THREADS": "many"}, "SIDECAR_THREADS: must be a positive integer"),
         ({}, {"SIDECAR_CALL_PATH": "turbo"}, "SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'"),
+        ({}, {"SIDECAR_SCHED_POLICY": "fifo"}, "SIDECAR_SCHED_POLICY: must be one of batch, normal, got 'fifo'"),
     ],
 )
 def test_refusals_are_one_line_naming_the_setting(flags, env, message):
