@@ -20,8 +20,8 @@ import base64
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -45,9 +45,11 @@ _PADDING = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A signed token: the compact JWS, its expiry (unix seconds), key id and ``uuid`` claim."""
+class Token(NamedTuple):
+    """A signed token: the compact JWS, its expiry (unix seconds), key id and ``uuid`` claim.
+
+    Immutable (the cache shares it between threads) and quick to build.
+    """
 
     jwt: str
     expires_at: int
@@ -72,4 +74,5 @@ def sign(key: SigningKey, email: str, uuid: str, ttl: timedelta, clock: Callable
     signing_input = _HEADER_PART + b"." + b64url(_JSON.encode(payload).encode())
     signature = key.private_key.sign(signing_input, _PADDING, _SHA256)
     token = (signing_input + b"." + b64url(signature)).decode("ascii")
-    return Token(token, int(payload["exp"]), key.key_id, uuid)  # type: ignore[call-overload]
+    expires_at: int = payload["exp"]  # type: ignore[assignment]
+    return Token(token, expires_at, key.key_id, uuid)
