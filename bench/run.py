@@ -142,18 +142,19 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 
 @contextmanager
-def sidecar(keydir: Path, workers: str, extra: list[str], log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """A real ``sidecar serve`` on 127.0.0.1:<free> and a Unix socket."""
+def sidecar(keydir: Path, workers: str, extra: list[str], log: Path,
+            root: Path = ROOT) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """A real ``sidecar serve`` on 127.0.0.1:<free> and a Unix socket (the code under ``root``)."""
     port = free_port()
     sock = Path(tempfile.mkdtemp(prefix="scb-", dir="/tmp")) / "s.sock"
     tcp, unix = f"127.0.0.1:{port}", f"unix://{sock}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(root)
     cmd = [sys.executable, "-m", "sidecar", "serve", "--key-file", str(keydir / "private.pem"),
            "--uuid-salt", "someString", "--listen", f"{tcp},{unix}", "--workers", workers,
            "--metrics-addr", f"127.0.0.1:{free_port()}", "--grace", "5s", "--log-level", "WARNING", *extra]
     with log.open("ab") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_grpc(tcp, proc)
         wait_grpc(unix, proc)
