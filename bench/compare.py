@@ -72,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b-arg", action="append", default=[], help="`sidecar serve` flag for B (repeatable)")
     p.add_argument("--rounds", type=int, default=10, help="rounds per side (10)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per round (3)")
-    p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
-    p.add_argument("--channels", type=int, default=8, help="gRPC channels (8)")
-    p.add_argument("--repeated", action="store_true", help="one repeated identity (cache hits)")
-    p.add_argument("--unix", action="store_true", help="call over the Unix socket instead of TCP")
+    loadgen.add_load_arguments(p)
     a = p.parse_args(argv)
     sides = [Side("A", a.a_root.resolve(), a.a_arg), Side("B", a.b_root.resolve(), a.b_arg)]
     for side in sides:

@@ -9,6 +9,7 @@ them to different pre-forked workers.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Callable
@@ -20,6 +21,14 @@ from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 REPEATED = ("repeat@bench.example", "0f8fad5b-d9cb-469f-a165-70867728950e")
+
+
+def add_load_arguments(p: argparse.ArgumentParser) -> None:
+    """The load options the sidecar-only tools share (``callcost.py``, ``compare.py``)."""
+    p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
+    p.add_argument("--channels", type=int, default=8, help="gRPC channels (8)")
+    p.add_argument("--repeated", action="store_true", help="one repeated identity (cache hits)")
+    p.add_argument("--unix", action="store_true", help="call over the Unix socket instead of TCP")
 
 
 def identity(n: int, repeated: bool) -> tuple[str, str]:

@@ -30,9 +30,13 @@ PEM_HEADER = "-----BEGIN PUBLIC KEY-----"
 PEM_FOOTER = "-----END PUBLIC KEY-----"
 
 
+def b64url(data: bytes) -> bytes:
+    """Base64url without padding (RFC 7515 §2), as JOSE writes every binary value."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def _b64url_uint(n: int) -> str:
-    raw = n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url(n.to_bytes((n.bit_length() + 7) // 8 or 1, "big")).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ def thumbprint(public: rsa.RSAPublicKey) -> str:
         separators=(",", ":"),
         sort_keys=True,
     )
-    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+    return b64url(hashlib.sha256(canonical.encode()).digest()).decode("ascii")
 
 
 def _pem(public: rsa.RSAPublicKey) -> str:

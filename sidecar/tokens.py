@@ -16,7 +16,6 @@ tenth of a signature on the hot path.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Callable
@@ -26,18 +25,13 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from sidecar.keys import SigningKey
+from sidecar.keys import SigningKey, b64url
 from sidecar.validation import MAX_TTL
 
 HEADER = {"alg": "RS256", "typ": "JWT"}
 
 #: PyJWT's JSON: compact separators, ASCII only, header keys sorted.
 _JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=False)
-
-
-def b64url(data: bytes) -> bytes:
-    """Base64url without padding (RFC 7515 §2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 _HEADER_PART = b64url(json.dumps(HEADER, separators=(",", ":"), sort_keys=True).encode())
