@@ -16,10 +16,14 @@ One run measures, in this order:
 
 It prints a table, and writes ``results.json`` and ``results.png`` to ``--out``.
 Server CPU per token is user+system of the server and all its workers (from
-/proc) divided by tokens, in units of one openssl single-core RSA-2048
-signature measured in the same run. Shared machines are noisy, so every
-scenario runs ``--rounds`` times back to back and each figure is the median of
-its rounds (the rounds are in results.json). Nothing here asserts a speed.
+/proc) divided by tokens, in microseconds and in units of one openssl
+single-core RSA-2048 signature. That unit is timed right beside the figure it
+divides: ``openssl speed -seconds 1`` (``--openssl-beside``) runs just before
+every measured round, because the shared host's speed drifts by 10-20 % within
+minutes and a unit timed at the start of the run would carry that drift into
+every ratio. Every scenario runs ``--rounds`` times back to back and each
+figure is the median of its rounds (the rounds, with their units, are in
+results.json). Nothing here asserts a speed.
 
     python bench/run.py                       # the full run (~2-3 min)
     python bench/run.py --smoke               # seconds: CI's check that it runs
@@ -72,6 +76,7 @@ class Row:
     p99_ms: float
     server_cpu_s: float
     cpu_per_token_sigs: float
+    cpu_per_token_us: float
     peak_rss_mib: float
     vs_openssl_1core: float
     vs_openssl_all: float
@@ -202,11 +207,14 @@ class Bench:
                 run: Callable[[], Coroutine[Any, Any, loadgen.Result]]) -> Row:
         """``--rounds`` back-to-back runs of ``run()``; every figure of the row is their median."""
         rounds = []
+        units = []  # the openssl single-core rate right before each round: that round's unit
         for _ in range(self.args.rounds):
+            units.append(openssl_speed(self.args.openssl_beside, None) if self.args.openssl_beside else self.sig1)
             cpu0 = procstat.cpu_seconds(pid)
             res = asyncio.run(run())
             rounds.append((res, procstat.cpu_seconds(pid) - cpu0))
         med = statistics.median
+        sigs = [cpu * unit / res.calls if res.calls else None for (res, cpu), unit in zip(rounds, units, strict=True)]
         done = [(res, cpu) for res, cpu in rounds if res.calls]
         rate = med([res.rate for res, _ in rounds])
         row = Row(name=name, server=server, transport=transport, identities=identities,
@@ -216,13 +224,16 @@ class Bench:
                   p50_ms=round(med([r.percentile(50) for r, _ in done]) * 1e3, 2) if done else float("nan"),
                   p99_ms=round(med([r.percentile(99) for r, _ in done]) * 1e3, 2) if done else float("nan"),
                   server_cpu_s=round(sum(cpu for _, cpu in rounds), 3),
-                  cpu_per_token_sigs=round(med([cpu * self.sig1 / r.calls for r, cpu in done]), 3)
-                  if done else float("nan"),
+                  cpu_per_token_sigs=round(med([x for x in sigs if x is not None]), 3) if done else float("nan"),
+                  cpu_per_token_us=round(med([cpu / r.calls * 1e6 for r, cpu in done]), 1) if done else float("nan"),
                   peak_rss_mib=round(procstat.peak_rss_mib(pid), 1),
                   vs_openssl_1core=round(rate / self.sig1, 3), vs_openssl_all=round(rate / self.sig_all, 3),
                   first_error=next((r.first_error for r, _ in rounds if r.first_error), ""),
-                  rounds=[{"tokens_per_s": round(r.rate, 1), "cpu_per_token_sigs":
-                           round(cpu * self.sig1 / r.calls, 3) if r.calls else None} for r, cpu in rounds])
+                  rounds=[{"tokens_per_s": round(r.rate, 1),
+                           "cpu_per_token_sigs": round(x, 3) if x is not None else None,
+                           "cpu_per_token_us": round(cpu / r.calls * 1e6, 1) if r.calls else None,
+                           "openssl_1core_sign_per_s": unit}
+                          for (r, cpu), x, unit in zip(rounds, sigs, units, strict=True)])
         self.rows.append(row)
         per_round = ", ".join(f"{x['cpu_per_token_sigs']}" for x in row.rounds)
         print(f"  {name:<34} {row.tokens_per_s:>8.0f} tok/s  p99 {row.p99_ms:>7.2f} ms  "
@@ -305,13 +316,15 @@ def run_rss(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
 
 def table(rows: list[Row], sig1: float, sig_all: float, cores: int) -> str:
     head = (f"openssl speed rsa2048: {sig1:,.0f} sign/s on 1 core (1 signature = {1e6 / sig1:.0f} us CPU), "
-            f"{sig_all:,.0f} sign/s with -multi {cores}\n")
+            f"{sig_all:,.0f} sign/s with -multi {cores}; CPU/token (sig) is in the openssl 1-core signatures "
+            f"timed right before each round\n")
     cols = ("scenario", "tokens/s", "x openssl 1c", f"x openssl {cores}c", "p50 ms", "p99 ms",
-            "CPU/token (sig)", "peak RSS MiB", "errors")
+            "CPU/token (sig)", "CPU/token us", "peak RSS MiB", "errors")
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         lines.append(f"| {r.name} | {r.tokens_per_s:,.0f} | {r.vs_openssl_1core:.2f} | {r.vs_openssl_all:.2f} | "
-                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_token_sigs:.2f} | {r.peak_rss_mib:.0f} | "
+                     f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_per_token_sigs:.2f} | {r.cpu_per_token_us:.0f} | "
+                     f"{r.peak_rss_mib:.0f} | "
                      f"{r.errors} |")
     return head + "\n".join(lines)
 
@@ -368,6 +381,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "call path runs a thread per core; auto: one process per core)")
     p.add_argument("--sidecar-arg", action="append", default=[], help="extra `sidecar serve` argument (repeatable)")
     p.add_argument("--openssl-seconds", type=int, default=3, help="openssl speed -seconds (3)")
+    p.add_argument("--openssl-beside", type=int, default=1,
+                   help="openssl speed -seconds run right before every measured round; that round's CPU per "
+                        "token is in its signatures (1; 0: the start-of-run median for every round)")
     p.add_argument("--latency-calls", type=int, default=3000, help="calls of the one-caller latency run (3000)")
     p.add_argument("--rss-counts", default="20000,100000",
                    help="tokens issued before the two RSS readings (the issue's figure: 100000,1000000)")
