@@ -26,7 +26,8 @@ REPEATED = ("repeat@bench.example", "0f8fad5b-d9cb-469f-a165-70867728950e")
 def add_load_arguments(p: argparse.ArgumentParser) -> None:
     """The load options the sidecar-only tools share (``callcost.py``, ``compare.py``)."""
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
-    p.add_argument("--channels", type=int, default=8, help="gRPC channels (8)")
+    p.add_argument("--channels", type=int, default=1,
+                   help="gRPC channels (1, as a backend calls its sidecar; give 4 per worker to compare --workers)")
     p.add_argument("--repeated", action="store_true", help="one repeated identity (cache hits)")
     p.add_argument("--unix", action="store_true", help="call over the Unix socket instead of TCP")
 

@@ -259,7 +259,7 @@ class Bench:
 def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
     a = b.args
     extra: dict[str, object] = {}
-    print(f"sidecar serve --workers {a.workers} {' '.join(a.sidecar_arg)}", flush=True)
+    print(f"sidecar serve --workers {a.workers} {' '.join(a.sidecar_arg)} ({a.channels} client channels)", flush=True)
     with sidecar(keydir, a.workers, a.sidecar_arg, log) as (proc, tcp, unix):
         extra["workers"] = len(procstat.descendants(proc.pid)) - (1 if a.workers not in ("1",) else 0)
         b.grpc("sidecar TCP, unique", proc.pid, tcp, "tcp", repeated=False)
@@ -376,7 +376,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measured rounds per scenario and openssl runs; figures are their medians (3)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load before each (2)")
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight (64)")
-    p.add_argument("--channels", type=int, default=8, help="gRPC channels, each its own connection (8)")
+    p.add_argument("--channels", type=int, default=None,
+                   help="gRPC channels, each its own connection (default: 1, as a backend calls its sidecar, "
+                        "or 4 per worker with --workers, so SO_REUSEPORT spreads them)")
     p.add_argument("--workers", default="1", help="sidecar --workers (1, the default: one process whose fast "
                    "call path runs a thread per core; auto: one process per core)")
     p.add_argument("--sidecar-arg", action="append", default=[], help="extra `sidecar serve` argument (repeatable)")
@@ -401,7 +403,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--rss-counts: two increasing counts, e.g. 100000,1000000")
     a.skip = set(filter(None, a.skip.split(",")))
     a.cores = cores
+    if a.channels is None:
+        a.channels = channels_for(a.workers, cores)
     return a
+
+
+def channels_for(workers: str, cores: int) -> int:
+    """One channel for one process (what a backend holds); four per pre-forked worker, which
+    SO_REUSEPORT spreads by connection.
+
+    >>> channels_for("1", 2), channels_for("2", 2), channels_for("auto", 2)
+    (1, 8, 8)
+    """
+    n = cores if workers == "auto" else int(workers)
+    return 1 if n == 1 else 4 * n
 
 
 def main(argv: list[str] | None = None) -> int:
