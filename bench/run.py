@@ -259,7 +259,8 @@ class Bench:
 def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
     a = b.args
     extra: dict[str, object] = {}
-    print(f"sidecar serve --workers {a.workers} {' '.join(a.sidecar_arg)} ({a.channels} client channels)", flush=True)
+    chans = "1 client channel" if a.channels == 1 else f"{a.channels} client channels"
+    print(f"sidecar serve {' '.join(['--workers', a.workers, *a.sidecar_arg])} ({chans})", flush=True)
     with sidecar(keydir, a.workers, a.sidecar_arg, log) as (proc, tcp, unix):
         extra["workers"] = len(procstat.descendants(proc.pid)) - (1 if a.workers not in ("1",) else 0)
         b.grpc("sidecar TCP, unique", proc.pid, tcp, "tcp", repeated=False)
