@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("sidecar_args", nargs="*", help="flags for `sidecar serve` (after --)")
     a = p.parse_args(argv)
     keydir = Path(tempfile.mkdtemp(prefix="callcost-keys-"))
-    subprocess.run(["openssl", "genpkey", "-out", "private.pem", "-algorithm", "RSA",
-                    "-pkeyopt", "rsa_keygen_bits:2048"], cwd=keydir, check=True, capture_output=True)
+    run.make_key(keydir)
     log = keydir / "servers.log"
     start = 0
     with run.sidecar(keydir, "1", a.sidecar_args, log) as (proc, tcp, unix):

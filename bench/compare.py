@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -51,10 +50,10 @@ class Side:
     rates: list[float] = field(default_factory=list)
 
 
-def measure(side: Side, a: argparse.Namespace, start_at: int) -> int:
-    """One round against ``side``; returns the calls it made."""
+def measure(side: Side, a: argparse.Namespace, start_at: int, duration: float) -> int:
+    """One round of ``duration`` seconds against ``side``; returns the calls it made."""
     u0, s0 = procstat.user_system_seconds(side.pid)
-    res = asyncio.run(loadgen.grpc_load(side.target, concurrency=a.concurrency, duration=a.duration,
+    res = asyncio.run(loadgen.grpc_load(side.target, concurrency=a.concurrency, duration=duration,
                                         channels=a.channels, repeated=a.repeated, start_at=start_at))
     u1, s1 = procstat.user_system_seconds(side.pid)
     if res.errors:
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--{side.label.lower()}-root: {side.root} holds no sidecar package")
     work = Path(tempfile.mkdtemp(prefix="compare-"))
     try:
-        subprocess.run(["openssl", "genpkey", "-out", "private.pem", "-algorithm", "RSA",
-                        "-pkeyopt", "rsa_keygen_bits:2048"], cwd=work, check=True, capture_output=True)
+        run.make_key(work)
         with ExitStack() as stack:
             for side in sides:
                 proc, tcp, unix = stack.enter_context(run.sidecar(work, "1", side.args, work / f"{side.label}.log",
@@ -89,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
                 side.pid, side.target = proc.pid, unix if a.unix else tcp
             start = 10**9  # identities no round reuses: every unique call signs
             for side in sides:  # warm-up, not measured
-                start += measure(side, argparse.Namespace(**{**vars(a), "duration": 1.5}), start) + 1
+                start += measure(side, a, start, 1.5) + 1
                 side.cpu_us.clear()
                 side.rates.clear()
             for n in range(a.rounds):
                 for side in sides if n % 2 == 0 else sides[::-1]:
-                    start += measure(side, a, start) + 1
+                    start += measure(side, a, start, a.duration) + 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for side in sides:

@@ -105,6 +105,12 @@ def openssl_speed(seconds: int, multi: int | None) -> float:
 # --- processes ---------------------------------------------------------------------------------
 
 
+def make_key(keydir: Path) -> None:
+    """``keydir/private.pem``: a throw-away RSA-2048 key, made by the openssl CLI as the guide does."""
+    subprocess.run(["openssl", "genpkey", "-out", "private.pem", "-algorithm", "RSA",
+                    "-pkeyopt", "rsa_keygen_bits:2048"], cwd=keydir, check=True, capture_output=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -437,8 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     keydir = Path(tempfile.mkdtemp(prefix="bench-keys-"))
     results: dict[str, object] = {}
     try:
-        subprocess.run(["openssl", "genpkey", "-out", "private.pem", "-algorithm", "RSA",
-                        "-pkeyopt", "rsa_keygen_bits:2048"], cwd=keydir, check=True, capture_output=True)
+        make_key(keydir)
         if "sidecar" not in a.skip:
             results["sidecar"] = run_sidecar(b, keydir, log)
         if "flask" not in a.skip:

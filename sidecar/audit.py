@@ -57,14 +57,14 @@ def _time(created: float) -> str:
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-def json_line(created: float, level: str, fields: dict[str, Any]) -> str:
+def json_line(created: float, level: str, fields: dict[str, Any], pid: int) -> str:
     """One compact JSON object."""
-    return _JSON.encode({"time": _time(created), "level": level, **fields})
+    return _JSON.encode({"time": _time(created), "level": level, **fields, "pid": pid})
 
 
-def text_line(created: float, level: str, fields: dict[str, Any]) -> str:
+def text_line(created: float, level: str, fields: dict[str, Any], pid: int) -> str:
     """``time LEVEL event key=value ...`` for humans."""
-    rest = dict(fields)
+    rest = {**fields, "pid": pid}
     event = rest.pop("event", "-")
     pairs = " ".join(f"{k}={v}" for k, v in rest.items())
     return f"{_time(created)} {level} {event} {pairs}"
@@ -92,7 +92,7 @@ class AuditWriter:
         if level.upper() not in LEVELS:
             raise ValueError(f"audit level must be one of {', '.join(LEVELS)}, got {level!r}")
         self.threshold = logging.CRITICAL + 1 if level.upper() == "OFF" else logging.getLevelName(level.upper())
-        self.format: Callable[[float, str, dict[str, Any]], str] = json_line if fmt == "json" else text_line
+        self.format: Callable[[float, str, dict[str, Any], int], str] = json_line if fmt == "json" else text_line
         self.stream = stream
         self.pid = os.getpid()
         self._lines: deque[str] = deque()
@@ -109,7 +109,7 @@ class AuditWriter:
     def write(self, level: int, fields: dict[str, Any]) -> None:
         """Queue one record (``fields`` get ``pid``); never raises."""
         try:
-            line = self.format(time.time(), logging.getLevelName(level), {**fields, "pid": self.pid})
+            line = self.format(time.time(), logging.getLevelName(level), fields, self.pid)
         except Exception:  # a record that cannot be formatted must not break the call
             logging.getLogger("sidecar").debug("audit record dropped", exc_info=True)
             return

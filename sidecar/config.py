@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sidecar import identity
+from sidecar import identity, sched
 from sidecar.errors import ConfigError
 from sidecar.validation import DEFAULT_TTL, MAX_TTL, parse_duration
 
@@ -45,7 +45,7 @@ def available_cpus(cpu_max: Path = CPU_MAX) -> int:
 #: Values of ``SIDECAR_CALL_PATH``.
 CALL_PATHS = ("fast", "stock")
 #: Values of ``SIDECAR_SCHED_POLICY`` (Linux CPU scheduling policy of the sidecar's threads).
-SCHED_POLICIES = ("batch", "normal")
+SCHED_POLICIES = tuple(sched.POLICIES)
 
 #: Environment variable for each setting (SPEC §6); flags override them.
 ENV = {
@@ -174,11 +174,10 @@ class Config:
             raise ConfigError("SIDECAR_GRACE: must not be negative")
         if self.workers < 1:
             raise ConfigError("SIDECAR_WORKERS: must be at least 1")
-        if self.call_path not in CALL_PATHS:
-            raise ConfigError(f"SIDECAR_CALL_PATH: must be one of {', '.join(CALL_PATHS)}, got {self.call_path!r}")
-        if self.sched_policy not in SCHED_POLICIES:
-            raise ConfigError(
-                f"SIDECAR_SCHED_POLICY: must be one of {', '.join(SCHED_POLICIES)}, got {self.sched_policy!r}")
+        for name, choices in (("call_path", CALL_PATHS), ("sched_policy", SCHED_POLICIES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ConfigError(f"{ENV[name]}: must be one of {', '.join(choices)}, got {value!r}")
         if self.threads < 1:
             raise ConfigError("SIDECAR_THREADS: must be at least 1")
         if self.audit_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "OFF"):

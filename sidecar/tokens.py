@@ -31,7 +31,7 @@ from sidecar.validation import MAX_TTL
 HEADER = {"alg": "RS256", "typ": "JWT"}
 
 #: PyJWT's JSON: compact separators, ASCII only, header keys sorted.
-_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=False)
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 _HEADER_PART = b64url(json.dumps(HEADER, separators=(",", ":"), sort_keys=True).encode())
