@@ -131,7 +131,7 @@ def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> 
 
 
 def wait_grpc(addr: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    from sidecar.client import health_status
+    from sidecar.transport.client import health_status
 
     deadline = time.monotonic() + timeout
     while health_status(addr, timeout=0.5) != "SERVING":

@@ -17,10 +17,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from sidecar import keys
-from sidecar.core import KeyHolder, Sidecar
-from sidecar.observe import Observer
-from sidecar.server import Runtime, ServerOptions, build
+from sidecar.domain import keys
+from sidecar.domain.keys import KeyHolder
+from sidecar.service.observer import Observer
+from sidecar.service.usecases import Sidecar
+from sidecar.transport.runtime import Runtime, ServerOptions, build
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,11 +103,11 @@ def start_server(signing_key: keys.SigningKey, short_tmp: Path, call_path: str) 
 
     def start(*, key: keys.SigningKey | None = signing_key, observer: Observer | None = None,
               clock: Callable[[], float] = time.time, opts: ServerOptions | None = None, **kw: object) -> Running:
-        sidecar = Sidecar(KeyHolder(key), salt=str(kw.pop("salt", SALT)), clock=clock, **kw)  # type: ignore[arg-type]
+        sidecar = Sidecar(KeyHolder(key), salt=str(kw.pop("salt", SALT)), clock=clock, observer=observer, **kw)  # type: ignore[arg-type]
         opts = opts or ServerOptions()
         opts.fast_path_threads = 2 if call_path == "fast" else 0
         sock = short_tmp / f"s{len(started)}.sock"
-        runtime = build(sidecar, ["127.0.0.1:0", f"unix://{sock}"], observer, opts)
+        runtime = build(sidecar, ["127.0.0.1:0", f"unix://{sock}"], opts)
         runtime.start()
         running = Running(runtime, sidecar, runtime.addresses[0], f"unix://{sock}")
         started.append(running)
@@ -171,7 +172,7 @@ def sidecar_cmd(*args: str) -> list[str]:
 
 def wait_serving(addr: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30,
                  log: Callable[[], str] | None = None) -> None:
-    from sidecar.client import health_status
+    from sidecar.transport.client import health_status
 
     deadline = time.monotonic() + timeout
     while health_status(addr, timeout=0.5) != "SERVING":

@@ -16,8 +16,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-from sidecar.keys import PublicKeyInfo
-from sidecar.observe import Observer
+from sidecar.domain.keys import PublicKeyInfo
+from sidecar.service.observer import Observer
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 

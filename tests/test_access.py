@@ -11,10 +11,11 @@ import grpc
 import pytest
 from hardening_util import UUID, Recorder, make_pki, verifies
 
-from sidecar import access
-from sidecar.config import Config, from_sources
-from sidecar.errors import ConfigError
-from sidecar.server import ServerOptions
+from sidecar.cli.config import Config, from_sources
+from sidecar.cli.serve import server_options
+from sidecar.domain.errors import ConfigError
+from sidecar.transport import admission as access
+from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
@@ -47,8 +48,7 @@ def _issue(stub: pb_grpc.IdentityServiceStub) -> pb.IssueTokenResponse:
 def mtls_server(start_server, pki):
     def start(allowed: tuple[str, ...] = ()):
         rec = Recorder()
-        opts = ServerOptions()
-        access.install(opts, _cfg(pki, allowed_clients=allowed), rec)
+        opts = server_options(_cfg(pki, allowed_clients=allowed), rec)
         return start_server(observer=rec, opts=opts), rec
 
     return start
@@ -132,7 +132,7 @@ def test_tls_settings_are_validated(pki) -> None:
     with pytest.raises(ConfigError, match="SIDECAR_ALLOWED_CLIENTS: needs SIDECAR_TLS_CLIENT_CA"):
         Config(tls_cert=str(pki["server"]), tls_key=str(pki["server.key"]), allowed_clients=("x",))
     with pytest.raises(ConfigError, match=r"SIDECAR_TLS_KEY: .* is not PEM"):
-        access.server_credentials(Config(tls_cert=str(pki["server"]), tls_key=str(pki["server.ext"])))
+        access.server_credentials(str(pki["server"]), str(pki["server.ext"]))
     cfg = from_sources({}, {"SIDECAR_LISTEN": "0.0.0.0:1", "SIDECAR_INSECURE_TCP": "true",
                             "SIDECAR_SOCKET_MODE": "0600", "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS": "0"})
     assert cfg.insecure_tcp and cfg.socket_mode == 0o600 and not cfg.allow_insecure_key_permissions

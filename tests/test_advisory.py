@@ -23,9 +23,9 @@ from token_forge import (  # noqa: F401  (foreign_key is a fixture)
     rs256,
 )
 
-from sidecar import keys
+from sidecar.domain import keys
+from sidecar.domain.verify import Verifier
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.verify import Verifier
 
 
 @pytest.fixture

@@ -11,24 +11,25 @@ import grpc
 import pytest
 from hardening_util import UUID, Recorder, make_pki, make_rsa_key
 
-from sidecar import access, keys, limits
-from sidecar.config import Config
-from sidecar.core import KeyHolder
-from sidecar.errors import ConfigError, KeyError_
-from sidecar.rotation import KeyRotator
-from sidecar.server import ServerOptions
+from sidecar.cli.config import Config
+from sidecar.cli.serve import server_options
+from sidecar.domain import keys
+from sidecar.domain.errors import ConfigError, UnusableKey
+from sidecar.domain.keys import KeyHolder
+from sidecar.ops.rotation import KeyRotator
+from sidecar.transport import admission as limits
 from sidecar.v1 import identity_pb2 as pb
 
 
 class TestAdvisoryHardening:
     def test_h01_world_readable_key_file_is_refused(self, openssl_keys, tmp_path) -> None:
         """H-01: a private key file with mode 0644 was loaded silently; anyone on the node could copy it."""
-        from sidecar import hygiene
+        from sidecar.ops import keyfile as hygiene
 
         path = tmp_path / "k.pem"
         shutil.copy(openssl_keys / "private.pem", path)
         os.chmod(path, 0o644)
-        with pytest.raises(KeyError_, match="lets group or others read"):
+        with pytest.raises(UnusableKey, match="lets group or others read"):
             hygiene.load_key(str(path), None)
 
     def test_h02_plaintext_tcp_on_all_interfaces_is_refused(self) -> None:
@@ -48,8 +49,7 @@ class TestAdvisoryHardening:
 
     def test_h04_oversized_request_is_not_processed(self, start_server) -> None:
         """H-04: a 4 MiB cookie header was parsed in full (default grpc limit); now 16 KiB."""
-        opts = ServerOptions()
-        limits.install(opts, Config(), Recorder())
+        opts = server_options(Config(), Recorder())
         s = start_server(opts=opts)
         with pytest.raises(grpc.RpcError) as err:
             s.stub().ResolveIdentity(pb.ResolveIdentityRequest(email="a@b.c", cookie_header="x" * 17000), timeout=5)
@@ -75,9 +75,8 @@ class TestAdvisoryHardening:
     def test_h07_expired_client_certificate_is_refused(self, start_server, tmp_path) -> None:
         """H-07: mTLS must check the client certificate's validity period, not only its issuer."""
         pki = make_pki(tmp_path / "pki")
-        opts = ServerOptions()
-        access.install(opts, Config(tls_cert=str(pki["server"]), tls_key=str(pki["server.key"]),
-                                    tls_client_ca=str(pki["test-ca"])), Recorder())
+        opts = server_options(Config(tls_cert=str(pki["server"]), tls_key=str(pki["server.key"]),
+                                     tls_client_ca=str(pki["test-ca"])), Recorder())
         s = start_server(opts=opts)
         creds = grpc.ssl_channel_credentials(pki["test-ca"].read_bytes(), pki["expired.key"].read_bytes(),
                                              pki["expired"].read_bytes())

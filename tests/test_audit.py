@@ -12,10 +12,11 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sidecar import audit, config
-from sidecar.errors import ConfigError
-from sidecar.identity import identity_hash
-from sidecar.keys import SigningKey
+from sidecar.cli import config
+from sidecar.domain.errors import ConfigError
+from sidecar.domain.identity import identity_hash
+from sidecar.domain.keys import SigningKey
+from sidecar.telemetry import audit
 from sidecar.v1 import identity_pb2 as pb
 
 EMAIL = "customer@synerise.com"

@@ -10,13 +10,15 @@ import pytest
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
-from sidecar import config, keys
-from sidecar.app import make_cache
-from sidecar.cache import TokenCache
-from sidecar.core import KeyHolder, Sidecar
-from sidecar.errors import ConfigError
-from sidecar.observe import Observer
-from sidecar.tokens import Token
+from sidecar.cli import config
+from sidecar.cli.serve import make_cache
+from sidecar.domain import keys
+from sidecar.domain.errors import ConfigError
+from sidecar.domain.keys import KeyHolder
+from sidecar.domain.tokens import Token
+from sidecar.service.cache import TokenCache
+from sidecar.service.observer import Observer
+from sidecar.service.usecases import Sidecar
 from sidecar.v1 import identity_pb2 as pb
 
 EMAIL = "customer@synerise.com"

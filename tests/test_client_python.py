@@ -31,10 +31,11 @@ from sidecar_client import (
     Unimplemented,
 )
 
-from sidecar import keys
-from sidecar.core import KeyHolder, Sidecar
-from sidecar.observe import Observer
-from sidecar.server import IdentityServicer
+from sidecar.domain import keys
+from sidecar.domain.keys import KeyHolder
+from sidecar.service.observer import Observer
+from sidecar.service.usecases import Sidecar
+from sidecar.transport.servicer import IdentityServicer
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, SALT, Proc, Running, free_port, openssl
 

@@ -3,8 +3,8 @@ from datetime import timedelta
 
 import pytest
 
-from sidecar.config import DEV_SALT, from_sources
-from sidecar.errors import ConfigError
+from sidecar.cli.config import DEV_SALT, from_sources
+from sidecar.domain.errors import ConfigError
 
 NOFLAGS: dict[str, object] = {}
 
@@ -65,7 +65,7 @@ def test_refusals_are_one_line_naming_the_setting(flags, env, message):
 def test_available_cpus_follows_the_container_cpu_limit(tmp_path) -> None:
     import os
 
-    from sidecar.config import available_cpus
+    from sidecar.cli.config import available_cpus
 
     cores = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"

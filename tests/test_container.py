@@ -33,7 +33,7 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import RSAKey
 
 from sidecar import __version__
-from sidecar.client import health_status
+from sidecar.transport.client import health_status
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, SALT, free_port

@@ -1,6 +1,6 @@
 import pytest
 
-from sidecar.cookies import parse_cookie_header
+from sidecar.domain.cookies import parse_cookie_header
 
 U = "0f8fad5b-d9cb-469f-a165-70867728950e"
 

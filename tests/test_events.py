@@ -14,11 +14,12 @@ import grpc
 import pytest
 from token_forge import HOUR, NOW, claims, foreign_key, rs256  # noqa: F401  (fixture)
 
-from sidecar import events, keys
-from sidecar.events import EventPolicy, EventsConfigError, EventSettings
-from sidecar.observe import Observer
+from sidecar.domain import event_policy as events
+from sidecar.domain import keys
+from sidecar.domain.event_policy import EventPolicy, EventsConfigError, EventSettings
+from sidecar.domain.verify import Verifier
+from sidecar.service.observer import Observer
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.verify import Verifier
 
 EVENT = "x.event"
 OTHER = "other.event"
@@ -227,7 +228,7 @@ def test_action_pattern_accepts(name: str) -> None:
     ("a" * 129, "action: must be at most 128 characters"),
 ])
 def test_action_pattern_refuses(name: str, message: str) -> None:
-    from sidecar.errors import InvalidArgument
+    from sidecar.domain.errors import InvalidArgument
 
     with pytest.raises(InvalidArgument) as err:
         events.check_action(name)

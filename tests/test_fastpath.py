@@ -18,10 +18,11 @@ import pytest
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
 
-from sidecar import keys, limits
-from sidecar.observe import Observer
-from sidecar.server import ServerOptions
-from sidecar.tokens import Token
+from sidecar.domain import keys
+from sidecar.domain.tokens import Token
+from sidecar.service.observer import Observer
+from sidecar.transport import admission as limits
+from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 
 UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"

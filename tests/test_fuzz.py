@@ -26,11 +26,14 @@ from hardening_util import verifies
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar import keys, limits
-from sidecar.config import Config
-from sidecar.core import KeyHolder, Sidecar
-from sidecar.observe import Observer
-from sidecar.server import IdentityServicer, ServerOptions, build
+from sidecar.cli.config import Config
+from sidecar.cli.serve import server_options
+from sidecar.domain import keys
+from sidecar.domain.keys import KeyHolder
+from sidecar.service.observer import Observer
+from sidecar.service.usecases import Sidecar
+from sidecar.transport.runtime import build
+from sidecar.transport.servicer import IdentityServicer
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
@@ -80,10 +83,9 @@ jwt_like = st.one_of(
 def fuzz_server(openssl_keys: Path) -> Iterator[tuple[pb_grpc.IdentityServiceStub, keys.SigningKey, IdentityServicer,
                                                       grpc.Channel]]:
     key = keys.load(str(openssl_keys / "private.pem"))
-    opts = ServerOptions()
-    limits.install(opts, Config(), Observer())
+    opts = server_options(Config(), Observer())
     d = Path(tempfile.mkdtemp(prefix="fz-", dir="/tmp"))
-    runtime = build(Sidecar(KeyHolder(key), salt="someString"), ["127.0.0.1:0", f"unix://{d}/f.sock"], None, opts)
+    runtime = build(Sidecar(KeyHolder(key), salt="someString"), ["127.0.0.1:0", f"unix://{d}/f.sock"], opts)
     runtime.start()
     channel = grpc.insecure_channel(runtime.addresses[0])
     try:

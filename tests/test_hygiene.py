@@ -17,8 +17,9 @@ import pytest
 from conftest import free_port
 from hardening_util import UUID, make_rsa_key, wait_for
 
-from sidecar import hygiene, keys
-from sidecar.errors import KeyError_
+from sidecar.domain import keys
+from sidecar.domain.errors import UnusableKey
+from sidecar.ops import keyfile as hygiene
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
@@ -28,7 +29,7 @@ def test_group_or_other_readable_key_is_refused(openssl_keys, tmp_path, mode) ->
     path = tmp_path / "private.pem"
     shutil.copy(openssl_keys / "private.pem", path)
     os.chmod(path, mode)
-    with pytest.raises(KeyError_, match=rf"mode {mode:04o} lets group or others read.*--allow-insecure-key-permissions"):
+    with pytest.raises(UnusableKey, match=rf"mode {mode:04o} lets group or others read.*--allow-insecure-key-permissions"):
         hygiene.load_key(str(path), None)
     assert hygiene.load_key(str(path), None, allow_insecure=True).bits == 2048
 
@@ -48,7 +49,7 @@ def test_permissions_follow_symlinks(openssl_keys, tmp_path) -> None:
     os.chmod(target, 0o644)  # Kubernetes' default Secret mode
     link = tmp_path / "private.pem"
     link.symlink_to(target)
-    with pytest.raises(KeyError_, match="0644"):
+    with pytest.raises(UnusableKey, match="0644"):
         hygiene.check_key_permissions(str(link))
 
 
@@ -230,5 +231,5 @@ def test_group_readable_key_of_our_own_is_refused_when_running_as_its_owner(open
     key = tmp_path / "private.pem"
     shutil.copy(openssl_keys / "private.pem", key)
     os.chmod(key, 0o440)  # owned by this (root) process: the layout exception does not apply
-    with pytest.raises(KeyError_, match="lets group or others read"):
+    with pytest.raises(UnusableKey, match="lets group or others read"):
         hygiene.load_key(str(key), None)

@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from sidecar.identity import Outcome, customer_uuid, identity_hash, parse_namespace, resolve
+from sidecar.domain.identity import Outcome, customer_uuid, identity_hash, parse_namespace, resolve
 
 COOKIE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 

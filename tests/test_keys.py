@@ -6,8 +6,8 @@ import subprocess
 import pytest
 from joserfc.jwk import RSAKey
 
-from sidecar import keys
-from sidecar.errors import KeyError_
+from sidecar.domain import keys
+from sidecar.domain.errors import UnusableKey
 
 
 def test_loads_the_three_documented_forms(openssl_keys, odd_keys):
@@ -56,7 +56,7 @@ def test_key_id_is_the_rfc7638_thumbprint_by_an_independent_library(openssl_keys
     ],
 )
 def test_refusals_name_the_file_and_the_problem(odd_keys, name, passfile, message):
-    with pytest.raises(KeyError_) as exc:
+    with pytest.raises(UnusableKey) as exc:
         keys.load(str(odd_keys / name), str(odd_keys / passfile) if passfile else None)
     text = str(exc.value)
     assert message in text and "\n" not in text
@@ -64,7 +64,7 @@ def test_refusals_name_the_file_and_the_problem(odd_keys, name, passfile, messag
 
 
 def test_directory_is_refused(tmp_path):
-    with pytest.raises(KeyError_, match="is a directory"):
+    with pytest.raises(UnusableKey, match="is a directory"):
         keys.load(str(tmp_path))
 
 
@@ -91,7 +91,7 @@ def test_keygen_writes_what_openssl_reads(tmp_path):
 def test_keygen_never_overwrites(tmp_path):
     keys.write_keypair(keys.generate(), str(tmp_path))
     before = (tmp_path / "private.pem").read_bytes()
-    with pytest.raises(KeyError_, match="already exists"):
+    with pytest.raises(UnusableKey, match="already exists"):
         keys.write_keypair(keys.generate(), str(tmp_path))
     assert (tmp_path / "private.pem").read_bytes() == before
 

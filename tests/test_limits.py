@@ -1,7 +1,9 @@
 """Limits through a real server: message size, concurrent calls, deadlines, rate limit."""
 
+
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -11,9 +13,10 @@ import grpc
 import pytest
 from hardening_util import UUID, Recorder, wait_for
 
-from sidecar import limits
-from sidecar.config import Config
-from sidecar.server import ServerOptions
+from sidecar.cli.config import Config
+from sidecar.cli.serve import server_options
+from sidecar.transport import admission as limits
+from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 
 HOLD_EMAIL = "hold@example.com"
@@ -50,8 +53,7 @@ class Signed(Recorder):
 
 def _server(start_server, cfg: Config, *, max_workers: int = 8, hold: Hold | None = None):
     rec = Signed()
-    opts = ServerOptions(max_workers=max_workers)
-    limits.install(opts, cfg, rec)
+    opts = server_options(dataclasses.replace(cfg, threads=max_workers), rec)
     if hold is not None:
         opts.interceptors.append(hold)
     s = start_server(observer=rec, opts=opts)

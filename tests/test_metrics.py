@@ -19,12 +19,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import __version__, keys, validation
-from sidecar.errors import ConfigError
-from sidecar.identity import customer_uuid, identity_hash
-from sidecar.interceptors import CODE_NAMES, RpcMetrics, service_methods
-from sidecar.metrics import REASONS, TOKEN_RPCS, Metrics, MetricsServer
-from sidecar.server import SERVICE_NAME, ServerOptions
+from sidecar import __version__
+from sidecar.domain import keys, validation
+from sidecar.domain.errors import ConfigError
+from sidecar.domain.identity import customer_uuid, identity_hash
+from sidecar.telemetry.metrics import REASONS, TOKEN_RPCS, Metrics, MetricsServer
+from sidecar.telemetry.rpc_metrics import CODE_NAMES, RpcMetrics, service_methods
+from sidecar.transport.interceptors import MetricsInterceptor
+from sidecar.transport.runtime import ServerOptions
+from sidecar.transport.servicer import SERVICE_NAME
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 from tests.conftest import SALT, free_port
@@ -36,7 +39,7 @@ SERVICES = (pb.DESCRIPTOR.services_by_name["IdentityService"], health_pb2.DESCRI
 
 def instrumented(start_server: Callable[..., object]) -> tuple[CollectorRegistry, object]:
     reg = CollectorRegistry()
-    opts = ServerOptions(interceptors=[RpcMetrics(reg, service_methods(*SERVICES))])
+    opts = ServerOptions(interceptors=[MetricsInterceptor(RpcMetrics(reg, service_methods(*SERVICES)))])
     metrics = Metrics(reg)
     running = start_server(observer=metrics, opts=opts)
     running.sidecar.observer = metrics  # the fixture gives the observer to the servicer only; signing reports here
@@ -155,7 +158,7 @@ def test_labels_never_carry_an_email_uuid_or_token(start_server):
 def test_unavailable_and_unknown_codes_are_counted(start_server):
     reg = CollectorRegistry()
     s = start_server(key=None, observer=Metrics(reg),
-                     opts=ServerOptions(interceptors=[RpcMetrics(reg, service_methods(*SERVICES))]))
+                     opts=ServerOptions(interceptors=[MetricsInterceptor(RpcMetrics(reg, service_methods(*SERVICES)))]))
     with pytest.raises(grpc.RpcError) as err:
         s.stub().IssueToken(pb.IssueTokenRequest(email=EMAIL, uuid=COOKIE))
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE

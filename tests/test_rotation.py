@@ -22,9 +22,9 @@ from hardening_util import (
     wait_for,
 )
 
-from sidecar import keys
-from sidecar.core import KeyHolder
-from sidecar.rotation import KeyRotator
+from sidecar.domain import keys
+from sidecar.domain.keys import KeyHolder
+from sidecar.ops.rotation import KeyRotator
 from sidecar.v1 import identity_pb2 as pb
 
 

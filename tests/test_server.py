@@ -12,9 +12,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from sidecar.identity import customer_uuid, identity_hash
-from sidecar.observe import Observer
-from sidecar.server import SERVICE_NAME
+from sidecar.domain.identity import customer_uuid, identity_hash
+from sidecar.service.observer import Observer
+from sidecar.transport.servicer import SERVICE_NAME
 from sidecar.v1 import identity_pb2 as pb
 
 COOKIE = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -228,7 +228,7 @@ def test_concurrent_calls_all_sign_correctly(srv, openssl_keys):
 
 def test_health_only_listener_serves_health_and_nothing_else(start_server):
     """The kubelet-probe port: health answers, the signing API is not there, drain shows."""
-    from sidecar.server import ServerOptions
+    from sidecar.transport.runtime import ServerOptions
 
     s = start_server(opts=ServerOptions(health_listen=("127.0.0.1:0",)))
     (addr,) = s.runtime.health_addresses

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 
-from sidecar import keys, tokens
+from sidecar.domain import keys, tokens
 
 
 def b64json(part: str) -> bytes:

@@ -2,8 +2,8 @@ from datetime import timedelta
 
 import pytest
 
-from sidecar import validation
-from sidecar.errors import InvalidArgument
+from sidecar.domain import validation
+from sidecar.domain.errors import InvalidArgument
 
 
 @pytest.mark.parametrize("ok", ["a@b", "customer@synerise.com", "josé@example.com", "a+tag@sub.example.co",
@@ -102,7 +102,7 @@ def test_parse_duration_refuses(bad):
 
 
 def test_the_ascii_shortcut_refuses_exactly_what_the_unicode_rule_refuses() -> None:
-    from sidecar.validation import _has_space_or_control, _is_space_or_control
+    from sidecar.domain.validation import _has_space_or_control, _is_space_or_control
 
     for code in range(128):
         ch = chr(code)

@@ -13,10 +13,10 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
 from token_forge import DAY, EMAIL, HOUR, NOW, UUID, claims, foreign_key, replace_part, rs256  # noqa: F401
 
-from sidecar import keys, tokens
-from sidecar.core import KeyHolder
+from sidecar.domain import keys, tokens
+from sidecar.domain.keys import KeyHolder
+from sidecar.domain.verify import REASONS, Verifier
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.verify import REASONS, Verifier
 
 
 def verifier(key: keys.PublicKeyInfo, now: float = NOW) -> Verifier:
@@ -131,8 +131,8 @@ def test_grace_must_be_at_most_seven_days(signing_key: keys.SigningKey) -> None:
 
 
 def test_config_reads_the_grace_setting() -> None:
-    from sidecar import config
-    from sidecar.errors import ConfigError
+    from sidecar.cli import config
+    from sidecar.domain.errors import ConfigError
 
     assert config.from_sources({}, {}).previous_key_grace == timedelta(0)
     cfg = config.from_sources({}, {"SIDECAR_VERIFY_PREVIOUS_KEY_GRACE": "1h"})

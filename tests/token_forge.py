@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import RSAKey
 
-from sidecar import keys
+from sidecar.domain import keys
 
 UUID = "345d4c8f-5aff-591d-a19c-1ca48923d9ee"
 EMAIL = "customer@synerise.com"

@@ -16,8 +16,8 @@ import os
 import resource
 import stat
 
-from sidecar import keys
-from sidecar.errors import KeyError_
+from sidecar.domain import keys
+from sidecar.domain.errors import UnusableKey
 
 #: Permission bits that make a key file readable beyond its owner.
 INSECURE_BITS = stat.S_IRGRP | stat.S_IROTH
@@ -36,7 +36,7 @@ def check_key_permissions(path: str, *, allow_insecure: bool = False) -> None:
     if not stat.S_ISREG(mode):  # a directory or device is reported by the loader, accurately
         return
     if mode & INSECURE_BITS and not allow_insecure and not _secret_volume_layout(st):
-        raise KeyError_(
+        raise UnusableKey(
             f"key file {path}: mode {stat.S_IMODE(mode):04o} lets group or others read the private key; "
             "chmod 600 it (Kubernetes: defaultMode 0400), or pass --allow-insecure-key-permissions"
         )

@@ -12,9 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sidecar import __version__, hygiene, keys, sched
-from sidecar import config as config_mod
-from sidecar.errors import ConfigError
+from sidecar import __version__
+from sidecar.cli import config as config_mod
+from sidecar.domain import keys
+from sidecar.domain.errors import ConfigError
+from sidecar.ops import keyfile, sched
 
 log = logging.getLogger("sidecar")
 
@@ -138,16 +140,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     problem = sched.apply(cfg.sched_policy)
     if problem:
         logging.getLogger("sidecar").warning("SIDECAR_SCHED_POLICY=%s not applied: %s", cfg.sched_policy, problem)
-    hygiene.disable_core_dumps()
+    keyfile.disable_core_dumps()
     if cfg.dev_mode:
         key = keys.generate()
     else:
         assert cfg.key_file is not None
-        key = hygiene.load_key(cfg.key_file, cfg.key_passphrase_file,
+        key = keyfile.load_key(cfg.key_file, cfg.key_passphrase_file,
                                allow_insecure=cfg.allow_insecure_key_permissions)
-    from sidecar import app
+    from sidecar.cli import serve
 
-    return app.serve(cfg, key)
+    return serve.serve(cfg, key)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -164,7 +166,7 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     if args.key_file:
         pem, code, bare, jwk = _public_from_file(args.key_file, args.key_passphrase_file)
     else:
-        from sidecar import client
+        from sidecar.transport import client
 
         with client.connect(args.addr or _default_addr()) as stub:
             r = client.get_public_key(stub)
@@ -204,7 +206,7 @@ def _public_from_file(path: str, passphrase_file: str | None) -> tuple[str, str,
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from sidecar import client
+    from sidecar.transport import client
 
     addr = args.addr or _default_addr()
     status = client.health_status(addr, timeout=args.timeout)
@@ -213,7 +215,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sidecar import demo
+    from sidecar.cli import demo
 
     return demo.run(args.email)
 
@@ -224,25 +226,25 @@ COMMANDS = {"serve": cmd_serve, "keygen": cmd_keygen, "public-key": cmd_public_k
 
 def cmd_events(args: argparse.Namespace) -> int:
     """``sidecar events check FILE``: the effective lists, warnings and decision table."""
-    from sidecar import events
-    from sidecar.errors import InvalidArgument
+    from sidecar.domain import event_policy
+    from sidecar.domain.errors import InvalidArgument
 
-    settings, warnings = events.load(args.file)
+    settings, warnings = event_policy.load(args.file)
     for action in args.action:
         try:
-            events.check_action(action, "--action")
+            event_policy.check_action(action, "--action")
         except InvalidArgument as exc:
             raise ConfigError(f"{exc.field}: {action!r} {exc.rule}") from None
     print(f"{args.file}: valid")
-    empty_means = {events.ANONYMOUS: "every event is accepted for anonymous customers",
-                   events.DATA_WITHOUT_JWT: "every event may change data without a JWT, if data_with_jwt is empty too",
-                   events.DATA_WITH_JWT: "no event requires a JWT"}
+    empty_means = {event_policy.ANONYMOUS: "every event is accepted for anonymous customers",
+                   event_policy.DATA_WITHOUT_JWT: "every event may change data without a JWT, if data_with_jwt is empty too",
+                   event_policy.DATA_WITH_JWT: "no event requires a JWT"}
     for name, values in settings.as_dict().items():
         note = f"  # empty: {empty_means[name]}" if not values else ""
         print(f"{name} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in values)}]{note}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    rows = events.table(settings, args.action)
+    rows = event_policy.table(settings, args.action)
     width = max(len("action"), *(len(r[0]) for r in rows))
     print()
     print(f"{'action':<{width}}  changes data  {'without a JWT':<34}  with a valid JWT")
@@ -261,7 +263,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
 
-        from sidecar import verify
+        from sidecar.domain import verify
 
         pem, *_ = _public_from_file(args.key_file, args.key_passphrase_file)
         public = serialization.load_pem_public_key(pem.encode("ascii"))
@@ -272,7 +274,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         import grpc
 
-        from sidecar import client
+        from sidecar.transport import client
         from sidecar.v1 import identity_pb2 as pb
 
         with client.connect(args.addr or _default_addr()) as stub:

@@ -25,11 +25,10 @@ import os
 import threading
 from dataclasses import dataclass
 
-from sidecar import hygiene
-from sidecar.core import KeyHolder
-from sidecar.errors import SidecarError
-from sidecar.keys import SigningKey
-from sidecar.observe import Observer
+from sidecar.domain.errors import SidecarError
+from sidecar.domain.keys import KeyHolder, SigningKey
+from sidecar.ops import keyfile
+from sidecar.service.observer import Observer
 
 log = logging.getLogger("sidecar.rotation")
 
@@ -99,7 +98,7 @@ class KeyRotator:
             self._seen = self._state()
             old = self.holder.current if self.holder.loaded else None
             try:
-                new = hygiene.load_key(self.key_file, self.passphrase_file,
+                new = keyfile.load_key(self.key_file, self.passphrase_file,
                                        allow_insecure=self.allow_insecure_permissions)
             except SidecarError as exc:
                 self._refused(trigger, old, str(exc))

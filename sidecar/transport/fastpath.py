@@ -38,9 +38,9 @@ import grpc
 from google.protobuf import message
 from google.protobuf.message_factory import GetMessageClass
 
-from sidecar.access import Guard
-from sidecar.interceptors import RpcMetrics
-from sidecar.limits import ConcurrencyLimit
+from sidecar.telemetry.rpc_metrics import RpcMetrics
+from sidecar.transport.admission import ConcurrencyLimit, Guard
+from sidecar.transport.interceptors import MetricsInterceptor
 from sidecar.v1 import identity_pb2 as pb
 
 try:
@@ -169,7 +169,7 @@ class _NoSeries:
 
     started = _NoCounter()
 
-    def done(self, code: grpc.StatusCode | None, started: float) -> None:
+    def done(self, code: str, started: float) -> None:
         pass
 
 
@@ -231,7 +231,7 @@ class _Loop:
         tag = _Received(method, event, started)
         if event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
             self.in_flight -= 1
-            method.series.done(grpc.StatusCode.CANCELLED, started)
+            method.series.done("CANCELLED", started)
 
     def respond(self, tag: _Received, event: Any) -> None:
         method = tag.method
@@ -259,7 +259,7 @@ class _Loop:
             ops.append(cygrpc.SendMessageOperation(body, _NO_FLAGS))
         ops += (cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS),
                 cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
-        method.series.done(code, tag.started)  # before the caller can see the answer, as the stock path does
+        method.series.done(code.name, tag.started)  # before the caller can see the answer, as the stock path does
         if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
             self.in_flight -= 1
 
@@ -281,9 +281,9 @@ class FastPath:
         bounds: list[ConcurrencyLimit] = []
         rpc_metrics: RpcMetrics | None = None
         for interceptor in interceptors:
-            if isinstance(interceptor, RpcMetrics):
-                rpc_metrics = interceptor
-            elif isinstance(interceptor, (Guard, ConcurrencyLimit)):
+            if isinstance(interceptor, MetricsInterceptor):
+                rpc_metrics = interceptor.metrics
+            elif isinstance(interceptor, Guard):
                 guards.append(interceptor.check)
                 if isinstance(interceptor, ConcurrencyLimit):
                     bounds.append(interceptor)

@@ -28,12 +28,13 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server, values
 
-from sidecar import __version__, validation
-from sidecar.errors import ConfigError
-from sidecar.identity import Outcome, Resolution
-from sidecar.keys import PublicKeyInfo
-from sidecar.observe import Observer
-from sidecar.tokens import Token
+from sidecar import __version__
+from sidecar.domain import validation
+from sidecar.domain.errors import ConfigError
+from sidecar.domain.identity import Outcome, Resolution
+from sidecar.domain.keys import PublicKeyInfo
+from sidecar.domain.tokens import Token
+from sidecar.service.observer import Observer
 
 log = logging.getLogger("sidecar.metrics")
 

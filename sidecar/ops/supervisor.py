@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
-from sidecar.errors import ConfigError
+from sidecar.domain.errors import ConfigError
 
 log = logging.getLogger("sidecar.supervisor")
 

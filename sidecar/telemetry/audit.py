@@ -30,10 +30,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from sidecar.identity import Resolution
-from sidecar.keys import PublicKeyInfo
-from sidecar.observe import Observer
-from sidecar.tokens import Token
+from sidecar.domain.identity import Resolution
+from sidecar.domain.keys import PublicKeyInfo
+from sidecar.domain.tokens import Token
+from sidecar.service.observer import Observer
 
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "OFF")

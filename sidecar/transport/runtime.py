@@ -1,13 +1,12 @@
-"""The gRPC layer: translate between protobuf and :mod:`sidecar.core`.
+"""The gRPC server runtime: listeners, health, reflection, the fast call path, drain and signals.
 
-Nothing here knows about hashing, UUIDs or claims. Errors from the domain are
-mapped to status codes in one table, :data:`STATUS_FOR`; anything unexpected
-becomes ``INTERNAL`` with a generic message and is logged here, never sent.
+It serves an :class:`~sidecar.transport.servicer.IdentityServicer`; how it is
+built (threads, interceptors, credentials, socket mode) comes in as plain
+values in :class:`ServerOptions`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -15,155 +14,20 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar import errors, fastpath
-from sidecar.core import Sidecar
-from sidecar.identity import Outcome, identity_hash
-from sidecar.observe import Observer
-from sidecar.tokens import Token
-from sidecar.v1 import identity_pb2 as pb
+from sidecar.domain import errors
+from sidecar.service.usecases import Sidecar
+from sidecar.transport import fastpath
+from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
-log = logging.getLogger("sidecar.server")
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
-
-#: Domain error class -> gRPC status. The first matching class wins.
-STATUS_FOR: tuple[tuple[type[errors.SidecarError], grpc.StatusCode], ...] = (
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NoKey, grpc.StatusCode.UNAVAILABLE),
-    (errors.ServiceError, grpc.StatusCode.UNAVAILABLE),
-)
-
-OUTCOME_PB = {
-    Outcome.NEW_IDENTITY: pb.OUTCOME_NEW_IDENTITY,
-    Outcome.SAME_IDENTITY: pb.OUTCOME_SAME_IDENTITY,
-    Outcome.SWITCHED_IDENTITY: pb.OUTCOME_SWITCHED_IDENTITY,
-}
-
-T = TypeVar("T")
-
-
-def status_for(exc: errors.SidecarError) -> grpc.StatusCode:
-    """The status code for a domain error (``INTERNAL`` if none matches)."""
-    for cls, code in STATUS_FOR:
-        if isinstance(exc, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-def _duration(msg: Any, has: bool) -> timedelta | None:
-    if not has:
-        return None
-    d: duration_pb2.Duration = msg
-    if d.nanos and (d.seconds > 0 > d.nanos or d.seconds < 0 < d.nanos):
-        raise errors.InvalidArgument("ttl", "seconds and nanos must have the same sign", "ttl_not_positive")
-    if not -999_999_999 <= d.nanos <= 999_999_999:
-        raise errors.InvalidArgument("ttl", "nanos must be within one second", "ttl_not_positive")
-    if abs(d.seconds) > 10**9:
-        raise errors.InvalidArgument("ttl", "must be less than 7 days", "ttl_too_long")
-    return timedelta(seconds=d.seconds, microseconds=d.nanos // 1000)
-
-
-def _fill_token(msg: pb.Token, token: Token) -> None:
-    """Set the response's ``token`` in place (half the cost of building and copying sub-messages)."""
-    msg.jwt = token.jwt
-    msg.expires_at.seconds = token.expires_at
-    msg.key_id = token.key_id
-
-
-class IdentityServicer(pb_grpc.IdentityServiceServicer):
-    """Translates ``sidecar.v1.IdentityService`` calls to :class:`Sidecar`."""
-
-    def __init__(self, sidecar: Sidecar, observer: Observer | None = None) -> None:
-        self.sidecar = sidecar
-        self.observer = observer or Observer()
-
-    def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
-        try:
-            return fn()
-        except errors.SidecarError as exc:
-            self.observer.rejected(rpc, exc.reason)
-            code = status_for(exc)
-            context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error")
-        except Exception:
-            log.exception("unexpected error in %s", rpc)
-            self.observer.rejected(rpc, "internal")
-            context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        raise AssertionError("unreachable")  # context.abort raises
-
-    def ResolveIdentity(self, request: pb.ResolveIdentityRequest, context: grpc.ServicerContext) -> pb.ResolveIdentityResponse:
-        def call() -> pb.ResolveIdentityResponse:
-            ttl = _duration(request.ttl, request.HasField("ttl"))
-            resolution, token = self.sidecar.resolve_identity(
-                request.email, request.identity_hash, request.cookie_uuid, request.cookie_header, ttl
-            )
-            self.observer.issued("ResolveIdentity", token, resolution.identity_hash, resolution)
-            response = pb.ResolveIdentityResponse(
-                uuid=resolution.uuid,
-                identity_hash=resolution.identity_hash,
-                outcome=OUTCOME_PB[resolution.outcome],
-                set_identity=resolution.set_identity,
-            )
-            _fill_token(response.token, token)
-            return response
-
-        return self._run("ResolveIdentity", context, call)
-
-    def IssueToken(self, request: pb.IssueTokenRequest, context: grpc.ServicerContext) -> pb.IssueTokenResponse:
-        def call() -> pb.IssueTokenResponse:
-            ttl = _duration(request.ttl, request.HasField("ttl"))
-            token = self.sidecar.issue_token(request.email, request.uuid, ttl)
-            self.observer.issued("IssueToken", token, identity_hash(request.email), None)
-            response = pb.IssueTokenResponse()
-            _fill_token(response.token, token)
-            return response
-
-        return self._run("IssueToken", context, call)
-
-    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
-        def call() -> pb.GetPublicKeyResponse:
-            key = self.sidecar.public_key()
-            return pb.GetPublicKeyResponse(
-                pem=key.public_pem,
-                certificate_code=key.certificate_code,
-                certificate_code_bare=key.certificate_code_bare,
-                jwk=json.dumps(key.public_jwk(), separators=(",", ":")),
-                key_id=key.key_id,
-                bits=key.bits,
-            )
-
-        return self._run("GetPublicKey", context, call)
-
-    def VerifyToken(self, request: pb.VerifyTokenRequest, context: grpc.ServicerContext) -> pb.VerifyTokenResponse:
-        def call() -> pb.VerifyTokenResponse:
-            if not request.jwt:
-                raise errors.InvalidArgument("jwt", "is required", "jwt_missing")
-            v = self.sidecar.verifier.verify(request.jwt)
-            if not v.valid:
-                return pb.VerifyTokenResponse(valid=False, reason=v.reason)
-            return pb.VerifyTokenResponse(valid=True, email=v.email, uuid=v.uuid, key_id=v.key_id,
-                                          expires_at=timestamp_pb2.Timestamp(seconds=v.expires_at))
-
-        return self._run("VerifyToken", context, call)
-
-    def EvaluateEvent(self, request: pb.EvaluateEventRequest,
-                      context: grpc.ServicerContext) -> pb.EvaluateEventResponse:
-        def call() -> pb.EvaluateEventResponse:
-            d, _ = self.sidecar.event_policy.evaluate(request.action, request.changes_customer_data, request.jwt)
-            self.observer.event_decision(d.label, d.rule)
-            return pb.EvaluateEventResponse(accepted=d.accepted, requires_jwt=d.requires_jwt, rule=d.rule,
-                                            reason=d.reason)
-
-        return self._run("EvaluateEvent", context, call)
+log = logging.getLogger("sidecar.runtime")
 
 
 @dataclass
@@ -190,7 +54,7 @@ class ServerOptions:
     health_listen: tuple[str, ...] = ()
     #: The pool that runs calls (``None``: a plain pool of ``max_workers``); limits count calls through it.
     executor: futures.ThreadPoolExecutor | None = None
-    #: Threads of the fast call path for ``IdentityService`` (:mod:`sidecar.fastpath`); 0: the stock path.
+    #: Threads of the fast call path for ``IdentityService`` (:mod:`sidecar.transport.fastpath`); 0: the stock path.
     fast_path_threads: int = 0
 
 
@@ -318,7 +182,6 @@ class Runtime:
             signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
 
 
-def build(sidecar: Sidecar, listen: Iterable[str], observer: Observer | None = None,
-          opts: ServerOptions | None = None) -> Runtime:
-    """Build a :class:`Runtime` ready to :meth:`~Runtime.start`."""
-    return Runtime(IdentityServicer(sidecar, observer), list(listen), opts)
+def build(sidecar: Sidecar, listen: Iterable[str], opts: ServerOptions | None = None) -> Runtime:
+    """Build a :class:`Runtime` serving ``sidecar``'s use cases, ready to :meth:`~Runtime.start`."""
+    return Runtime(IdentityServicer(sidecar), list(listen), opts)

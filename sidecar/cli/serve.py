@@ -1,4 +1,9 @@
-"""Assemble and run the server for ``sidecar serve``: one process or pre-forked workers."""
+"""The composition root of ``sidecar serve``: the one place that turns :class:`Config` into objects.
+
+It builds the use cases, the observers (metrics and audit), the admission
+guards, the credentials, the key rotator and the server runtime, and runs one
+process or pre-forked workers. Every other layer takes plain values.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,25 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from sidecar import access, limits
-from sidecar import events as events_mod
-from sidecar.cache import TokenCache
-from sidecar.config import Config, available_cpus
-from sidecar.core import KeyHolder, Sidecar
-from sidecar.keys import SigningKey
-from sidecar.observe import Observer, Observers
-from sidecar.rotation import KeyRotator
+import grpc
+
+from sidecar.cli.config import Config
+from sidecar.domain import event_policy
+from sidecar.domain.keys import KeyHolder, SigningKey
+from sidecar.ops.rotation import KeyRotator
+from sidecar.ops.sched import available_cpus
+from sidecar.service.cache import TokenCache
+from sidecar.service.observer import Observer, Observers
+from sidecar.service.usecases import Sidecar
+from sidecar.telemetry.rpc_metrics import RpcMetrics
+from sidecar.transport import admission
+from sidecar.transport.interceptors import MetricsInterceptor
+from sidecar.transport.runtime import ServerOptions
 
 if TYPE_CHECKING:
-    import grpc
     from prometheus_client import CollectorRegistry
 
-    from sidecar.metrics import MetricsServer
+    from sidecar.telemetry.metrics import MetricsServer
 
 log = logging.getLogger("sidecar")
 
@@ -31,7 +41,7 @@ DEV_BANNER = (
 
 
 def make_sidecar(cfg: Config, key: SigningKey, observer: Observer,
-                 event_settings: events_mod.EventSettings | None = None) -> Sidecar:
+                 event_settings: event_policy.EventSettings | None = None) -> Sidecar:
     observer.key_activated(key)
     return Sidecar(KeyHolder(key), salt=cfg.salt, namespace=cfg.uuid_namespace, default_ttl=cfg.default_ttl,
                    observer=observer, events=event_settings, previous_key_grace=cfg.previous_key_grace,
@@ -49,10 +59,10 @@ def make_cache(cfg: Config) -> TokenCache | None:
     return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining)
 
 
-def load_events(cfg: Config) -> events_mod.EventSettings:
+def load_events(cfg: Config) -> event_policy.EventSettings:
     """Read ``SIDECAR_EVENTS_CONFIG`` before serving: a bad file stops start-up (``ConfigError``,
     one line per problem); an event on both data lists is logged as a warning."""
-    settings, warnings = events_mod.load(cfg.events_config)
+    settings, warnings = event_policy.load(cfg.events_config)
     for warning in warnings:
         log.warning("events config %s: %s", cfg.events_config, warning)
     log.info("event settings from %s: %s", cfg.events_config or "the documented defaults", settings.as_dict())
@@ -63,7 +73,7 @@ def make_observer(cfg: Config, registry: CollectorRegistry | None = None) -> Obs
     """The observers in force: Prometheus metrics on ``registry`` and the audit log."""
     from prometheus_client import CollectorRegistry
 
-    from sidecar import audit, metrics
+    from sidecar.telemetry import audit, metrics
 
     metrics_obs = metrics.Metrics(registry if registry is not None else CollectorRegistry())
     return Observers(metrics_obs, audit.AuditLog(audit.configure(cfg.audit_level, cfg.audit_format)))
@@ -89,30 +99,51 @@ def fast_path_threads(cfg: Config) -> int:
     return max(1, available_cpus() // cfg.workers)
 
 
+def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | None = None, *,
+                   reuse_port: bool = False, unix: bool = True) -> ServerOptions:
+    """How one worker's gRPC server is built: threads, limits, credentials and the guards, in order.
+
+    Interceptors, outermost first: the RPC metrics (they see every refusal),
+    the allow-list, the concurrency bound, the rate limit, the deadline check.
+    """
+    executor = admission.CountingExecutor(cfg.threads)
+    guards: list[grpc.ServerInterceptor] = []
+    if rpc_metrics is not None:
+        guards.append(MetricsInterceptor(rpc_metrics))
+    if cfg.allowed_clients:
+        guards.append(admission.AllowList(cfg.allowed_clients, observer))
+    guards.append(admission.ConcurrencyLimit(cfg.max_concurrent_calls, executor, observer))
+    if cfg.rate_limit > 0:
+        guards.append(admission.RateLimit(cfg.rate_limit, cfg.rate_burst, observer))
+    guards.append(admission.Deadline(observer))
+    return ServerOptions(
+        max_workers=cfg.threads, executor=executor, interceptors=guards,
+        options=[("grpc.max_receive_message_length", cfg.max_message_bytes)],
+        credentials=admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca),
+        socket_mode=cfg.socket_mode, reuse_port=reuse_port, unix=unix,
+        health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
+
+
 def _no_key_file() -> None:
     log.warning("SIGHUP: development mode has no key file to reload")
 
 
 def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, index: int = 0,
-               event_settings: events_mod.EventSettings | None = None) -> int:
+               event_settings: event_policy.EventSettings | None = None) -> int:
     """Serve in this process until SIGTERM has drained it. Returns the exit code."""
-    from sidecar import server
+    from sidecar.transport import runtime as runtime_mod
 
     registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    opts = server.ServerOptions(max_workers=cfg.threads, reuse_port=reuse_port, unix=unix,
-                                health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
-    access.install(opts, cfg, observer)
-    limits.install(opts, cfg, observer)
-    opts.interceptors.insert(0, rpc_metrics)  # outermost: it sees every refusal
-    runtime = server.build(sidecar, cfg.listen, observer, opts)
+    runtime = runtime_mod.build(sidecar, cfg.listen, server_options(cfg, observer, rpc_metrics,
+                                                                    reuse_port=reuse_port, unix=unix))
     rotator = key_rotator(cfg, sidecar)
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=rotator.request_reload if rotator else _no_key_file)
     runtime.start()
     if rotator is not None:
         rotator.start(initial=key)
-    from sidecar.supervisor import WORKER_SIGNALS
+    from sidecar.ops.supervisor import WORKER_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
     log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
@@ -121,15 +152,15 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
         rotator.stop()
     if metrics_http is not None:
         metrics_http.close()
-    from sidecar import audit
+    from sidecar.telemetry import audit
 
     audit.flush()  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
     log.info("worker %d drained", index)
     return 0
 
 
-def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, grpc.ServerInterceptor, MetricsServer | None]:
-    """This process's registry, the RPC metrics interceptor, and ``/metrics`` when it serves alone.
+def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, MetricsServer | None]:
+    """This process's registry, its RPC metrics, and ``/metrics`` when it serves alone.
 
     With pre-forked workers the registry is never served: values go to the
     multiprocess files and the master serves their sum.
@@ -137,11 +168,12 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, grpc.ServerIntercep
     from grpc_health.v1 import health_pb2
     from prometheus_client import CollectorRegistry
 
-    from sidecar import interceptors, metrics
+    from sidecar.telemetry import metrics
+    from sidecar.telemetry.rpc_metrics import service_methods
     from sidecar.v1 import identity_pb2
 
     registry = CollectorRegistry()
-    rpc_metrics = interceptors.RpcMetrics(registry, interceptors.service_methods(
+    rpc_metrics = RpcMetrics(registry, service_methods(
         identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
         health_pb2.DESCRIPTOR.services_by_name["Health"]))
     serve_here = cfg.workers == 1 and cfg.metrics_addr
@@ -152,7 +184,7 @@ def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
     from prometheus_client import disable_created_metrics
 
-    from sidecar.supervisor import check_tcp_ports
+    from sidecar.ops.supervisor import check_tcp_ports
 
     check_tcp_ports((*cfg.listen, *cfg.health_listen))
     settings = load_events(cfg)  # fail fast, before any worker starts
@@ -166,8 +198,8 @@ def serve(cfg: Config, key: SigningKey) -> int:
         return run_worker(cfg, key, reuse_port=False, unix=True, event_settings=settings)
     from dataclasses import replace
 
-    from sidecar.metrics import MultiprocessExporter
-    from sidecar.supervisor import Supervisor, reserve_tcp_ports
+    from sidecar.ops.supervisor import Supervisor, reserve_tcp_ports
+    from sidecar.telemetry.metrics import MultiprocessExporter
 
     listen, held = reserve_tcp_ports(cfg.listen)
     health_listen, health_held = reserve_tcp_ports(cfg.health_listen)

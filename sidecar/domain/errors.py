@@ -52,7 +52,7 @@ class ConfigError(SidecarError):
     reason = "config"
 
 
-class KeyError_(ConfigError):
+class UnusableKey(ConfigError):
     """A private key cannot be used (missing, unreadable, wrong kind, too short)."""
 
     reason = "key"

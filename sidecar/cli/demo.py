@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from sidecar.client import health_status
-from sidecar.identity import identity_hash
+from sidecar.domain.identity import identity_hash
+from sidecar.transport.client import health_status
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 

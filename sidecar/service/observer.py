@@ -9,9 +9,9 @@ Implementations must never raise.
 
 from __future__ import annotations
 
-from sidecar.identity import Resolution
-from sidecar.keys import PublicKeyInfo
-from sidecar.tokens import Token
+from sidecar.domain.identity import Resolution
+from sidecar.domain.keys import PublicKeyInfo
+from sidecar.domain.tokens import Token
 
 
 class Observer:

@@ -20,7 +20,8 @@ Synerise rejects tokens signed with an overwritten certificate. Optionally
 (default off) a :class:`Verifier` also accepts the previous key for a grace
 period after a rotation; that is more lenient than Synerise and documented so.
 
->>> from sidecar import keys, tokens
+>>> from sidecar.domain import keys
+>>> from sidecar.domain import tokens
 >>> from datetime import timedelta
 >>> key = keys.generate()
 >>> tok = tokens.sign(key, "customer@synerise.com", "345d4c8f-5aff-591d-a19c-1ca48923d9ee",
@@ -43,9 +44,9 @@ from typing import Any
 import jwt
 from jwt.api_jws import PyJWS
 
-from sidecar import validation
-from sidecar.errors import InvalidArgument
-from sidecar.keys import PublicKeyInfo
+from sidecar.domain import validation
+from sidecar.domain.errors import InvalidArgument
+from sidecar.domain.keys import PublicKeyInfo
 
 #: The only algorithm Synerise accepts.
 ALGORITHM = "RS256"

@@ -1,9 +1,10 @@
 """The sidecar's use cases, free of any transport.
 
-:class:`Sidecar` validates requests, runs the identity flow and signs tokens
-with the active key. The gRPC layer calls it and only translates.
+:class:`Sidecar` validates requests, runs the identity flow, signs tokens with
+the active key, verifies tokens and decides events, and tells its observer what
+happened. The transports call it and only translate.
 
->>> from sidecar import keys
+>>> from sidecar.domain import keys
 >>> s = Sidecar(KeyHolder(keys.generate()), salt="someString")
 >>> r, tok = s.resolve_identity("customer@synerise.com", "", "", "", None)
 >>> r.uuid, r.outcome.value, r.set_identity
@@ -12,55 +13,16 @@ with the active key. The gRPC layer calls it and only translates.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-from sidecar import cookies, identity, tokens, validation
-from sidecar import events as events_mod
-from sidecar import verify as verify_mod
-from sidecar.cache import TokenCache
-from sidecar.errors import NoKey
-from sidecar.keys import SigningKey
-from sidecar.observe import Observer
-
-
-class KeyHolder:
-    """The active signing key, swapped atomically on rotation.
-
-    Readers take one reference (:attr:`current`) and use it for a whole call,
-    so a swap never mixes two keys in one token.
-    """
-
-    def __init__(self, key: SigningKey | None = None) -> None:
-        self._key = key
-        self._lock = threading.Lock()
-        self._listeners: list[Callable[[SigningKey | None, SigningKey], None]] = []
-
-    @property
-    def current(self) -> SigningKey:
-        key = self._key
-        if key is None:
-            raise NoKey("no signing key is loaded")
-        return key
-
-    @property
-    def loaded(self) -> bool:
-        return self._key is not None
-
-    def on_swap(self, listener: Callable[[SigningKey | None, SigningKey], None]) -> None:
-        """Call ``listener(old, new)`` after every swap (caches, metrics)."""
-        self._listeners.append(listener)
-
-    def swap(self, key: SigningKey) -> SigningKey | None:
-        """Make ``key`` active; returns the previous key."""
-        with self._lock:
-            old, self._key = self._key, key
-        for listener in self._listeners:
-            listener(old, key)
-        return old
+from sidecar.domain import cookies, event_policy, identity, tokens, validation, verify
+from sidecar.domain.errors import InvalidArgument
+from sidecar.domain.keys import KeyHolder, SigningKey
+from sidecar.service.cache import TokenCache
+from sidecar.service.observer import Observer
 
 
 class Sidecar:
@@ -75,7 +37,7 @@ class Sidecar:
         default_ttl: timedelta = validation.DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
-        events: events_mod.EventSettings | None = None,
+        events: event_policy.EventSettings | None = None,
         previous_key_grace: timedelta = timedelta(0),
         cache: TokenCache | None = None,
     ) -> None:
@@ -87,10 +49,10 @@ class Sidecar:
         self.clock = clock
         # Token checks (VerifyToken) and the event settings (EvaluateEvent); the
         # verifier remembers the key a rotation replaces, for the optional grace.
-        self.verifier = verify_mod.Verifier(lambda: self.keys.current, clock=clock,
+        self.verifier = verify.Verifier(lambda: self.keys.current, clock=clock,
                                             previous_key_grace=previous_key_grace)
         keys.on_swap(self.verifier.remember_previous)
-        self.event_policy = events_mod.EventPolicy(events or events_mod.DEFAULTS, self.verifier.verify)
+        self.event_policy = event_policy.EventPolicy(events or event_policy.DEFAULTS, self.verifier.verify)
         #: Reuses still-valid tokens per (email, uuid); ``None``: every call signs.
         self.cache = cache
         if cache is not None:
@@ -102,7 +64,7 @@ class Sidecar:
         identity_hash: str,
         cookie_uuid: str,
         cookie_header: str,
-        ttl: timedelta | None,
+        ttl: timedelta | validation.Duration | None,
     ) -> tuple[identity.Resolution, tokens.Token]:
         """Validate, pick the branch of the flow, and sign the token.
 
@@ -120,14 +82,18 @@ class Sidecar:
                 current = validation.identity_hash(found.identity_hash, "cookie_header._snrs_p.identityHash")
         lifetime = validation.ttl(ttl, self.default_ttl)
         resolution = identity.resolve(email, current, cookie, salt=self.salt, namespace=self.namespace)
-        return resolution, self._sign(email, resolution.uuid, lifetime)
+        token = self._sign(email, resolution.uuid, lifetime)
+        self.observer.issued("ResolveIdentity", token, resolution.identity_hash, resolution)
+        return resolution, token
 
-    def issue_token(self, email: str, uuid_: str, ttl: timedelta | None) -> tokens.Token:
+    def issue_token(self, email: str, uuid_: str, ttl: timedelta | validation.Duration | None) -> tokens.Token:
         """Validate and sign a token for a known email and UUID."""
         email = validation.email(email)
         uuid_ = validation.customer_uuid(uuid_)
         lifetime = validation.ttl(ttl, self.default_ttl)
-        return self._sign(email, uuid_, lifetime)
+        token = self._sign(email, uuid_, lifetime)
+        self.observer.issued("IssueToken", token, identity.identity_hash(email), None)
+        return token
 
     def _sign(self, email: str, uuid_: str, lifetime: timedelta) -> tokens.Token:
         key = self.keys.current  # one reference for the whole call: a swap never mixes keys
@@ -147,3 +113,15 @@ class Sidecar:
     def public_key(self) -> SigningKey:
         """The active key's public description."""
         return self.keys.current
+
+    def verify_token(self, jwt: str) -> verify.Verdict:
+        """Check a token the way Synerise does (``VerifyToken``); an empty one is a bad request."""
+        if not jwt:
+            raise InvalidArgument("jwt", "is required", "jwt_missing")
+        return self.verifier.verify(jwt)
+
+    def evaluate_event(self, action: str, changes_customer_data: bool, jwt: str) -> event_policy.Decision:
+        """Whether Synerise would accept ``action`` from this browser (``EvaluateEvent``)."""
+        decision, _ = self.event_policy.evaluate(action, changes_customer_data, jwt)
+        self.observer.event_decision(decision.label, decision.rule)
+        return decision

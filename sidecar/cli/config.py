@@ -7,40 +7,20 @@ with one line naming the setting and the rule.
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
-from sidecar import identity, sched
-from sidecar.errors import ConfigError
-from sidecar.validation import DEFAULT_TTL, MAX_TTL, parse_duration
+from sidecar.domain import identity
+from sidecar.domain.errors import ConfigError
+from sidecar.domain.validation import DEFAULT_TTL, MAX_TTL, parse_duration
+from sidecar.ops import sched
+from sidecar.ops.sched import available_cpus
 
 #: Salt used in development mode when none is configured. Never for production.
 DEV_SALT = "sidecar-dev-salt"
-
-#: cgroup v2 CPU limit of this container (``max 100000`` or ``<quota> <period>``).
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def available_cpus(cpu_max: Path = CPU_MAX) -> int:
-    """CPUs this process may use: its affinity, lowered to the container's CPU limit.
-
-    A pod limited to 1 CPU on a 32-core node must not start 32 signing threads
-    or workers that would only queue on the quota.
-    """
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 limit readable: the affinity is the limit
-    return cpus
-
 
 #: Values of ``SIDECAR_CALL_PATH``.
 CALL_PATHS = ("fast", "stock")

@@ -25,8 +25,8 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from sidecar.keys import SigningKey, b64url
-from sidecar.validation import MAX_TTL
+from sidecar.domain.keys import SigningKey, b64url
+from sidecar.domain.validation import MAX_TTL
 
 HEADER = {"alg": "RS256", "typ": "JWT"}
 

@@ -1,7 +1,7 @@
 """Input rules. Each check returns the clean value or raises
-:class:`~sidecar.errors.InvalidArgument` naming the field and the rule.
+:class:`~sidecar.domain.errors.InvalidArgument` naming the field and the rule.
 
-Email rule (deliberately simple, documented in the README): non-empty, at most
+Email rule (deliberately simple, documented in docs/identity.md): non-empty, at most
 254 characters, exactly one ``@`` with a non-empty part on each side, and no
 whitespace or control characters anywhere. The sidecar does not lower-case or
 trim: Synerise hashes the string exactly as given, so a backend must pass the
@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import timedelta
+from typing import NamedTuple
 
-from sidecar.errors import InvalidArgument
+from sidecar.domain.errors import InvalidArgument
 
 MAX_EMAIL_LENGTH = 254
 #: Synerise: the token lifetime "cannot be longer than 7 days", "less than 7 days away".
@@ -81,10 +82,31 @@ def identity_hash(value: str, field: str = "identity_hash") -> str:
     return value
 
 
-def ttl(value: timedelta | None, default: timedelta, field: str = "ttl") -> timedelta:
+class Duration(NamedTuple):
+    """A lifetime as a caller sends it: whole seconds and nanoseconds (protobuf's ``Duration``)."""
+
+    seconds: int
+    nanos: int = 0
+
+
+def duration(value: Duration, field: str = "ttl") -> timedelta:
+    """A caller's ``(seconds, nanos)`` as a timedelta, refusing mixed signs and out-of-range parts."""
+    seconds, nanos = value
+    if nanos and (seconds > 0 > nanos or seconds < 0 < nanos):
+        raise InvalidArgument(field, "seconds and nanos must have the same sign", "ttl_not_positive")
+    if not -999_999_999 <= nanos <= 999_999_999:
+        raise InvalidArgument(field, "nanos must be within one second", "ttl_not_positive")
+    if abs(seconds) > 10**9:
+        raise InvalidArgument(field, "must be less than 7 days", "ttl_too_long")
+    return timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+def ttl(value: timedelta | Duration | None, default: timedelta, field: str = "ttl") -> timedelta:
     """Check a requested token lifetime: absent means ``default``; else > 0 and < 7 days."""
     if value is None:
         return default
+    if isinstance(value, Duration):
+        value = duration(value, field)
     if value <= timedelta(0):
         raise InvalidArgument(field, "must be positive", "ttl_not_positive")
     if value >= MAX_TTL:

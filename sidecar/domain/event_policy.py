@@ -53,8 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sidecar.errors import ConfigError, InvalidArgument
-from sidecar.verify import Verdict
+from sidecar.domain.errors import ConfigError, InvalidArgument
+from sidecar.domain.verify import Verdict
 
 #: A Synerise event action: dot-separated segments of letters, digits, ``_``, ``-``.
 ACTION_PATTERN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")

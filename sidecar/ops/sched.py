@@ -20,7 +20,9 @@ processes it starts, so :func:`apply` runs before the server starts any.
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 #: ``SIDECAR_SCHED_POLICY`` value -> Linux policy.
 POLICIES = {"batch": getattr(os, "SCHED_BATCH", None), "normal": getattr(os, "SCHED_OTHER", None)}
@@ -43,3 +45,23 @@ def apply(policy: str) -> str:
     except OSError as exc:  # e.g. a seccomp profile that forbids it
         return exc.strerror or str(exc)
     return ""
+
+
+#: cgroup v2 CPU limit of this container (``max 100000`` or ``<quota> <period>``).
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, lowered to the container's CPU limit.
+
+    A pod limited to 1 CPU on a 32-core node must not start 32 signing threads
+    or workers that would only queue on the quota.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity is the limit
+    return cpus

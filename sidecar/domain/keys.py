@@ -15,7 +15,9 @@ import base64
 import hashlib
 import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sidecar.errors import KeyError_
+from sidecar.domain.errors import NoKey, UnusableKey
 
 MIN_BITS = 2048
 PEM_HEADER = "-----BEGIN PUBLIC KEY-----"
@@ -116,12 +118,12 @@ def describe(private_key: rsa.RSAPrivateKey, source: str) -> SigningKey:
 def parse(data: bytes, passphrase: bytes | None, source: str) -> SigningKey:
     """Parse PKCS#8 PEM, PKCS#1 PEM or PKCS#8 DER (optionally encrypted).
 
-    Raises :class:`~sidecar.errors.KeyError_` with one line that names
+    Raises :class:`~sidecar.errors.UnusableKey` with one line that names
     ``source`` and the problem, never the key's content.
     """
     is_pem = data.lstrip().startswith(b"-----BEGIN")
     if is_pem and b"ENCRYPTED" in data.split(b"\n", 1)[0] + data[:200] and passphrase is None:
-        raise KeyError_(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE")
+        raise UnusableKey(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE")
     loader = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
     try:
         key = loader(data, password=passphrase)
@@ -129,22 +131,22 @@ def parse(data: bytes, passphrase: bytes | None, source: str) -> SigningKey:
         # cryptography: "Password was not given but private key is encrypted"
         # or "Password was given but private key is not encrypted".
         if passphrase is None:
-            raise KeyError_(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE") from None
-        raise KeyError_(f"key file {source}: a passphrase was given but the key is not encrypted") from exc
+            raise UnusableKey(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE") from None
+        raise UnusableKey(f"key file {source}: a passphrase was given but the key is not encrypted") from exc
     except UnsupportedAlgorithm:
-        raise KeyError_(f"key file {source}: unsupported key algorithm; an RSA key is required") from None
+        raise UnusableKey(f"key file {source}: unsupported key algorithm; an RSA key is required") from None
     except ValueError:
         if passphrase is not None and is_pem and b"ENCRYPTED" in data[:200]:
-            raise KeyError_(f"key file {source}: wrong passphrase, or the key is corrupt") from None
+            raise UnusableKey(f"key file {source}: wrong passphrase, or the key is corrupt") from None
         if passphrase is not None and not is_pem:
-            raise KeyError_(f"key file {source}: cannot decrypt or parse the DER key (wrong passphrase?)") from None
-        raise KeyError_(
+            raise UnusableKey(f"key file {source}: cannot decrypt or parse the DER key (wrong passphrase?)") from None
+        raise UnusableKey(
             f"key file {source}: not a private key (expected PKCS#8 PEM, PKCS#1 PEM or PKCS#8 DER)"
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise KeyError_(f"key file {source}: {type(key).__name__.lstrip('_')} is not an RSA key; Synerise requires RSA (RS256)")
+        raise UnusableKey(f"key file {source}: {type(key).__name__.lstrip('_')} is not an RSA key; Synerise requires RSA (RS256)")
     if key.key_size < MIN_BITS:
-        raise KeyError_(f"key file {source}: RSA key has {key.key_size} bits; at least {MIN_BITS} are required")
+        raise UnusableKey(f"key file {source}: RSA key has {key.key_size} bits; at least {MIN_BITS} are required")
     return describe(key, source)
 
 
@@ -153,10 +155,10 @@ def read_passphrase(path: str) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise KeyError_(f"passphrase file {path}: cannot read it ({exc.strerror})") from None
+        raise UnusableKey(f"passphrase file {path}: cannot read it ({exc.strerror})") from None
     data = data.removesuffix(b"\n").removesuffix(b"\r")
     if not data:
-        raise KeyError_(f"passphrase file {path}: is empty")
+        raise UnusableKey(f"passphrase file {path}: is empty")
     return data
 
 
@@ -166,13 +168,13 @@ def load(path: str, passphrase_file: str | None = None) -> SigningKey:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise KeyError_(f"key file {path}: does not exist") from None
+        raise UnusableKey(f"key file {path}: does not exist") from None
     except IsADirectoryError:
-        raise KeyError_(f"key file {path}: is a directory") from None
+        raise UnusableKey(f"key file {path}: is a directory") from None
     except OSError as exc:
-        raise KeyError_(f"key file {path}: cannot read it ({exc.strerror})") from None
+        raise UnusableKey(f"key file {path}: cannot read it ({exc.strerror})") from None
     if not data.strip():
-        raise KeyError_(f"key file {path}: is empty")
+        raise UnusableKey(f"key file {path}: is empty")
     return parse(data, passphrase, path)
 
 
@@ -199,7 +201,7 @@ def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
     }
     for name in files:
         if (out / name).exists():
-            raise KeyError_(f"{out / name} already exists; refusing to overwrite a key")
+            raise UnusableKey(f"{out / name} already exists; refusing to overwrite a key")
     written = []
     for name, (data, mode) in files.items():
         path = out / name
@@ -209,3 +211,39 @@ def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
         os.chmod(path, mode)
         written.append(path)
     return written
+
+
+class KeyHolder:
+    """The active signing key, swapped atomically on rotation.
+
+    Readers take one reference (:attr:`current`) and use it for a whole call,
+    so a swap never mixes two keys in one token.
+    """
+
+    def __init__(self, key: SigningKey | None = None) -> None:
+        self._key = key
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[SigningKey | None, SigningKey], None]] = []
+
+    @property
+    def current(self) -> SigningKey:
+        key = self._key
+        if key is None:
+            raise NoKey("no signing key is loaded")
+        return key
+
+    @property
+    def loaded(self) -> bool:
+        return self._key is not None
+
+    def on_swap(self, listener: Callable[[SigningKey | None, SigningKey], None]) -> None:
+        """Call ``listener(old, new)`` after every swap (caches, metrics)."""
+        self._listeners.append(listener)
+
+    def swap(self, key: SigningKey) -> SigningKey | None:
+        """Make ``key`` active; returns the previous key."""
+        with self._lock:
+            old, self._key = self._key, key
+        for listener in self._listeners:
+            listener(old, key)
+        return old

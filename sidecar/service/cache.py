@@ -9,7 +9,7 @@ A token is reused for the same ``(email, uuid)`` only while
 - its remaining lifetime is no longer than that lifetime: a caller asking for a
   short token never gets a longer-lived one.
 
->>> from sidecar.tokens import Token
+>>> from sidecar.domain.tokens import Token
 >>> now = [1000.0]
 >>> c = TokenCache(max_entries=2, clock=lambda: now[0])
 >>> c.put("a@x.io", "u", Token("jwt-1", 1100, "k1"))
@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sidecar.tokens import Token
+from sidecar.domain.tokens import Token
 
 #: Entries kept by default (about 1 KiB each).
 DEFAULT_SIZE = 100_000

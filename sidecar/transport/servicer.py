@@ -1,0 +1,145 @@
+"""The gRPC servicer: translate between protobuf and the use cases (:mod:`sidecar.service.usecases`).
+
+Nothing here knows about hashing, UUIDs, lifetimes or claims. Errors from the
+domain are mapped to status codes in one table, :data:`STATUS_FOR`; anything
+unexpected becomes ``INTERNAL`` with a generic message and is logged here,
+never sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from sidecar.domain import errors
+from sidecar.domain.identity import Outcome
+from sidecar.domain.tokens import Token
+from sidecar.domain.validation import Duration
+from sidecar.service.usecases import Sidecar
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+log = logging.getLogger("sidecar.servicer")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+#: Domain error class -> gRPC status. The first matching class wins.
+STATUS_FOR: tuple[tuple[type[errors.SidecarError], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NoKey, grpc.StatusCode.UNAVAILABLE),
+    (errors.ServiceError, grpc.StatusCode.UNAVAILABLE),
+)
+
+OUTCOME_PB = {
+    Outcome.NEW_IDENTITY: pb.OUTCOME_NEW_IDENTITY,
+    Outcome.SAME_IDENTITY: pb.OUTCOME_SAME_IDENTITY,
+    Outcome.SWITCHED_IDENTITY: pb.OUTCOME_SWITCHED_IDENTITY,
+}
+
+T = TypeVar("T")
+
+
+def status_for(exc: errors.SidecarError) -> grpc.StatusCode:
+    """The status code for a domain error (``INTERNAL`` if none matches)."""
+    for cls, code in STATUS_FOR:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _ttl(request: pb.ResolveIdentityRequest | pb.IssueTokenRequest) -> Duration | None:
+    """The request's optional lifetime, as sent (the use case checks it)."""
+    return Duration(request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
+
+
+def _fill_token(msg: pb.Token, token: Token) -> None:
+    """Set the response's ``token`` in place (half the cost of building and copying sub-messages)."""
+    msg.jwt = token.jwt
+    msg.expires_at.seconds = token.expires_at
+    msg.key_id = token.key_id
+
+
+class IdentityServicer(pb_grpc.IdentityServiceServicer):
+    """Translates ``sidecar.v1.IdentityService`` calls to :class:`Sidecar`."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.observer = sidecar.observer
+
+    def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except errors.SidecarError as exc:
+            self.observer.rejected(rpc, exc.reason)
+            code = status_for(exc)
+            context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error")
+        except Exception:
+            log.exception("unexpected error in %s", rpc)
+            self.observer.rejected(rpc, "internal")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def ResolveIdentity(self, request: pb.ResolveIdentityRequest, context: grpc.ServicerContext) -> pb.ResolveIdentityResponse:
+        def call() -> pb.ResolveIdentityResponse:
+            resolution, token = self.sidecar.resolve_identity(
+                request.email, request.identity_hash, request.cookie_uuid, request.cookie_header, _ttl(request)
+            )
+            response = pb.ResolveIdentityResponse(
+                uuid=resolution.uuid,
+                identity_hash=resolution.identity_hash,
+                outcome=OUTCOME_PB[resolution.outcome],
+                set_identity=resolution.set_identity,
+            )
+            _fill_token(response.token, token)
+            return response
+
+        return self._run("ResolveIdentity", context, call)
+
+    def IssueToken(self, request: pb.IssueTokenRequest, context: grpc.ServicerContext) -> pb.IssueTokenResponse:
+        def call() -> pb.IssueTokenResponse:
+            token = self.sidecar.issue_token(request.email, request.uuid, _ttl(request))
+            response = pb.IssueTokenResponse()
+            _fill_token(response.token, token)
+            return response
+
+        return self._run("IssueToken", context, call)
+
+    def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
+        def call() -> pb.GetPublicKeyResponse:
+            key = self.sidecar.public_key()
+            return pb.GetPublicKeyResponse(
+                pem=key.public_pem,
+                certificate_code=key.certificate_code,
+                certificate_code_bare=key.certificate_code_bare,
+                jwk=json.dumps(key.public_jwk(), separators=(",", ":")),
+                key_id=key.key_id,
+                bits=key.bits,
+            )
+
+        return self._run("GetPublicKey", context, call)
+
+    def VerifyToken(self, request: pb.VerifyTokenRequest, context: grpc.ServicerContext) -> pb.VerifyTokenResponse:
+        def call() -> pb.VerifyTokenResponse:
+            v = self.sidecar.verify_token(request.jwt)
+            if not v.valid:
+                return pb.VerifyTokenResponse(valid=False, reason=v.reason)
+            return pb.VerifyTokenResponse(valid=True, email=v.email, uuid=v.uuid, key_id=v.key_id,
+                                          expires_at=timestamp_pb2.Timestamp(seconds=v.expires_at))
+
+        return self._run("VerifyToken", context, call)
+
+    def EvaluateEvent(self, request: pb.EvaluateEventRequest,
+                      context: grpc.ServicerContext) -> pb.EvaluateEventResponse:
+        def call() -> pb.EvaluateEventResponse:
+            d = self.sidecar.evaluate_event(request.action, request.changes_customer_data, request.jwt)
+            return pb.EvaluateEventResponse(accepted=d.accepted, requires_jwt=d.requires_jwt, rule=d.rule,
+                                            reason=d.reason)
+
+        return self._run("EvaluateEvent", context, call)
+
+
