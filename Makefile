@@ -53,3 +53,9 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+.PHONY: docs
+## docs: build the documentation site (docs/, mkdocs.yml) into site/; warnings fail it
+docs: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/mkdocs build --strict
