@@ -17,20 +17,20 @@ from sidecar.domain import keys
 from sidecar.domain.errors import ConfigError, UnusableKey
 from sidecar.domain.keys import KeyHolder
 from sidecar.ops.rotation import KeyRotator
-from sidecar.transport import admission as limits
+from sidecar.transport import admission
 from sidecar.v1 import identity_pb2 as pb
 
 
 class TestAdvisoryHardening:
     def test_h01_world_readable_key_file_is_refused(self, openssl_keys, tmp_path) -> None:
         """H-01: a private key file with mode 0644 was loaded silently; anyone on the node could copy it."""
-        from sidecar.ops import keyfile as hygiene
+        from sidecar.ops import keyfile
 
         path = tmp_path / "k.pem"
         shutil.copy(openssl_keys / "private.pem", path)
         os.chmod(path, 0o644)
         with pytest.raises(UnusableKey, match="lets group or others read"):
-            hygiene.load_key(str(path), None)
+            keyfile.load_key(str(path), None)
 
     def test_h02_plaintext_tcp_on_all_interfaces_is_refused(self) -> None:
         """H-02: ``--listen 0.0.0.0:50051`` served signing to the whole network without TLS."""
@@ -86,10 +86,10 @@ class TestAdvisoryHardening:
 
     def test_h08_rate_limit_table_is_bounded(self) -> None:
         """H-08: one bucket per caller grew without bound under many source addresses."""
-        rl = limits.RateLimit(rate=1, burst=1, observer=Recorder())
-        for i in range(limits.MAX_BUCKETS * 2):
+        rl = admission.RateLimit(rate=1, burst=1, observer=Recorder())
+        for i in range(admission.MAX_BUCKETS * 2):
             rl.allow(f"ipv4:10.{i // 65536}.{i // 256 % 256}.{i % 256}")
-        assert len(rl._buckets) == limits.MAX_BUCKETS
+        assert len(rl._buckets) == admission.MAX_BUCKETS
 
     def test_h09_reload_failure_log_names_no_key_bytes(self, tmp_path, caplog) -> None:
         """H-09: the old SIGHUP handler logged the loader's exception text as it came."""

@@ -163,7 +163,7 @@ def test_unimplemented_rpcs_raise_unimplemented(short_tmp: Path) -> None:
 
 
 def test_verify_token_and_evaluate_event(start_server: Callable[..., Running]) -> None:
-    """Where the server implements them (issue 5), the results come back as dataclasses."""
+    """The results of VerifyToken and EvaluateEvent come back as dataclasses."""
     server = start_server()
     with SidecarClient(server.tcp) as client:
         token = client.issue_token(EMAIL, COOKIE_UUID)

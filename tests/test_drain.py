@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hardening_util import UUID, Load, wait_for
-from test_limits import HOLD_EMAIL, Hold
+from test_admission_limits import HOLD_EMAIL, Hold
 
 from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb

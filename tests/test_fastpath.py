@@ -1,6 +1,6 @@
 """The fast call path (sidecar.fastpath): which path serves a call, and how it behaves at the edges.
 
-The contract tests (test_server.py) run on both paths; here are the things
+The contract tests (test_servicer.py) run on both paths; here are the things
 only the fast path can get wrong: it really serves IdentityService, falls back
 to the stock path when it cannot apply an interceptor, survives callers that
 go away, refuses bytes that are not a request exactly as stock grpc does, and
@@ -21,7 +21,7 @@ from joserfc.jwk import RSAKey
 from sidecar.domain import keys
 from sidecar.domain.tokens import Token
 from sidecar.service.observer import Observer
-from sidecar.transport import admission as limits
+from sidecar.transport import admission
 from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 
@@ -66,7 +66,7 @@ def test_each_path_serves_identity_service_on_its_own_threads(start_server, call
 
 def test_an_interceptor_it_cannot_apply_falls_back_to_the_stock_path(start_server, caplog) -> None:
     seen = Threads()
-    with caplog.at_level(logging.WARNING, logger="sidecar.server"):
+    with caplog.at_level(logging.WARNING, logger="sidecar.runtime"):
         s = start_server(observer=seen, opts=ServerOptions(interceptors=[Foreign()]))
     assert s.runtime.fast is None
     assert "cannot apply the interceptor Foreign" in caplog.text
@@ -113,7 +113,7 @@ class Rejections(Observer):
 def test_deadline_guard_applies_on_both_paths(start_server, call_path) -> None:
     """Calls whose deadline passed while they waited behind slow ones are refused, counted, never signed."""
     seen, refused = Threads(delay=0.4), Rejections()
-    s = start_server(observer=seen, opts=ServerOptions(max_workers=2, interceptors=[limits.Deadline(refused)]))
+    s = start_server(observer=seen, opts=ServerOptions(max_workers=2, interceptors=[admission.Deadline(refused)]))
     assert (s.runtime.fast is not None) is (call_path == "fast")
     stub = s.stub()
     slow = [stub.IssueToken.future(pb.IssueTokenRequest(email=f"s{n}@b.example", uuid=UUID), timeout=10)
@@ -148,7 +148,7 @@ def test_drain_ends_the_fast_path_threads(start_server) -> None:
 def test_concurrency_bound_counts_fast_path_calls(start_server) -> None:
     """With a bound of 1, a second call accepted while the first still runs is refused and counted."""
     seen, refused = Threads(delay=0.5), Rejections()
-    bound = limits.ConcurrencyLimit(1, limits.CountingExecutor(2), refused)
+    bound = admission.ConcurrencyLimit(1, admission.CountingExecutor(2), refused)
     s = start_server(observer=seen, opts=ServerOptions(interceptors=[bound]))
     assert s.runtime.fast is not None and s.runtime.fast in bound.counters
     stub = s.stub()

@@ -4,3 +4,5 @@ set -euo pipefail
 .venv/bin/ruff check sidecar tests scripts clients/python examples/web bench
 .venv/bin/mypy
 (cd clients/python && ../../.venv/bin/mypy --strict sidecar_client)
+# The layer rules (import-linter contracts in pyproject.toml): a wrong-way import fails here.
+.venv/bin/lint-imports --no-cache

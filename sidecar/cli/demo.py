@@ -16,12 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from sidecar.domain.identity import identity_hash
-from sidecar.transport.client import health_status
+from sidecar.transport import client
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 
 def _payload(jwt: str) -> dict[str, object]:
@@ -38,7 +35,7 @@ def run(email: str) -> int:
         proc = subprocess.Popen([sys.executable, "-m", "sidecar", "serve"], env=env)
         try:
             deadline = time.monotonic() + 20
-            while health_status(sock, timeout=0.5) != "SERVING":
+            while client.health_status(sock, timeout=0.5) != "SERVING":
                 if proc.poll() is not None or time.monotonic() > deadline:
                     print("demo: the sidecar did not come up", file=sys.stderr)
                     return 1
@@ -53,8 +50,7 @@ def run(email: str) -> int:
                  pb.ResolveIdentityRequest(email=email, identity_hash=identity_hash("someone@else.example"),
                                            cookie_header=f"_snrs_uuid={cookie_uuid}; other=1")),
             ]
-            with grpc.insecure_channel(sock) as ch:
-                stub = pb_grpc.IdentityServiceStub(ch)
+            with client.connect(sock) as stub:
                 for title, req in cases:
                     r = stub.ResolveIdentity(req, timeout=5)
                     print(f"== {title}")
@@ -64,10 +60,10 @@ def run(email: str) -> int:
                     print(f"   set_identity  {r.set_identity}")
                     print(f"   token payload {json.dumps(_payload(r.token.jwt))}")
                     print(f"   key_id        {r.token.key_id}\n")
-                try:
-                    stub.IssueToken(pb.IssueTokenRequest(email="not-an-email", uuid=cookie_uuid), timeout=5)
-                except grpc.RpcError as exc:
-                    print(f"== a bad request is refused\n   {exc.code().name}: {exc.details()}\n")
+                refused = client.refusal(lambda: stub.IssueToken(
+                    pb.IssueTokenRequest(email="not-an-email", uuid=cookie_uuid), timeout=5))
+                if refused is not None:
+                    print(f"== a bad request is refused\n   {refused[0]}: {refused[1]}\n")
                 key = stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=5)
                 print(f"== certificate code for Synerise (throw-away dev key)\n   {key.certificate_code[:72]}...\n")
         finally:

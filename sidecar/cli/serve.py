@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
-
-import grpc
+from typing import TYPE_CHECKING, Any
 
 from sidecar.cli.config import Config
 from sidecar.domain import event_policy
@@ -107,7 +105,7 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
     the allow-list, the concurrency bound, the rate limit, the deadline check.
     """
     executor = admission.CountingExecutor(cfg.threads)
-    guards: list[grpc.ServerInterceptor] = []
+    guards: list[Any] = []  # grpc.ServerInterceptor, outermost first
     if rpc_metrics is not None:
         guards.append(MetricsInterceptor(rpc_metrics))
     if cfg.allowed_clients:
@@ -165,17 +163,14 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, Metrics
     With pre-forked workers the registry is never served: values go to the
     multiprocess files and the master serves their sum.
     """
-    from grpc_health.v1 import health_pb2
     from prometheus_client import CollectorRegistry
 
     from sidecar.telemetry import metrics
     from sidecar.telemetry.rpc_metrics import service_methods
-    from sidecar.v1 import identity_pb2
+    from sidecar.transport.runtime import SERVICES
 
     registry = CollectorRegistry()
-    rpc_metrics = RpcMetrics(registry, service_methods(
-        identity_pb2.DESCRIPTOR.services_by_name["IdentityService"],
-        health_pb2.DESCRIPTOR.services_by_name["Health"]))
+    rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES))
     serve_here = cfg.workers == 1 and cfg.metrics_addr
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
 

@@ -13,7 +13,6 @@ from urllib.parse import unquote
 
 UUID_COOKIE = "_snrs_uuid"
 PARAMS_COOKIE = "_snrs_p"
-TOKEN_COOKIE = "_snrs_token"
 
 
 @dataclass(frozen=True, slots=True)

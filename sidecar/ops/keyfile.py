@@ -1,4 +1,4 @@
-"""Key hygiene: who may read the key file, and no core dumps holding it.
+"""Key-file safety: who may read the key file, and no core dumps holding it.
 
 A private key file readable by others is refused, and so is one readable by its
 group (unless the operator says ``--allow-insecure-key-permissions``): on a

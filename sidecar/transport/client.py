@@ -6,7 +6,7 @@ serves the sidecar's own commands.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import grpc
@@ -45,3 +45,22 @@ def health_status(addr: str, timeout: float = 3.0, service: str = "") -> str:
         except grpc.RpcError as exc:
             return str(exc.code().name)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
+
+
+def refusal(call: Callable[[], object]) -> tuple[str, str] | None:
+    """Run ``call``; the status code name and details if the server refused it, ``None`` if it answered."""
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return str(exc.code().name), str(exc.details())
+    return None
+
+
+def verify_token(addr: str, token: str, timeout: float = 5.0) -> pb.VerifyTokenResponse:
+    """Ask the server at ``addr`` whether ``token`` is valid (``sidecar verify``)."""
+    with connect(addr) as stub:
+        try:
+            response: pb.VerifyTokenResponse = stub.VerifyToken(pb.VerifyTokenRequest(jwt=token), timeout=timeout)
+            return response
+        except grpc.RpcError as exc:
+            raise ConfigError(f"VerifyToken failed: {exc.code().name}: {exc.details()}") from None

@@ -25,9 +25,13 @@ from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath
 from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
+from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 log = logging.getLogger("sidecar.runtime")
+
+#: The protobuf descriptors of the services the runtime serves (their methods' metric series start at 0).
+SERVICES = (pb.DESCRIPTOR.services_by_name["IdentityService"], health_pb2.DESCRIPTOR.services_by_name["Health"])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from hardening_util import UUID, Recorder, make_pki, verifies
 from sidecar.cli.config import Config, from_sources
 from sidecar.cli.serve import server_options
 from sidecar.domain.errors import ConfigError
-from sidecar.transport import admission as access
+from sidecar.transport import admission
 from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
@@ -132,7 +132,7 @@ def test_tls_settings_are_validated(pki) -> None:
     with pytest.raises(ConfigError, match="SIDECAR_ALLOWED_CLIENTS: needs SIDECAR_TLS_CLIENT_CA"):
         Config(tls_cert=str(pki["server"]), tls_key=str(pki["server.key"]), allowed_clients=("x",))
     with pytest.raises(ConfigError, match=r"SIDECAR_TLS_KEY: .* is not PEM"):
-        access.server_credentials(str(pki["server"]), str(pki["server.ext"]))
+        admission.server_credentials(str(pki["server"]), str(pki["server.ext"]))
     cfg = from_sources({}, {"SIDECAR_LISTEN": "0.0.0.0:1", "SIDECAR_INSECURE_TCP": "true",
                             "SIDECAR_SOCKET_MODE": "0600", "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS": "0"})
     assert cfg.insecure_tcp and cfg.socket_mode == 0o600 and not cfg.allow_insecure_key_permissions

@@ -19,7 +19,7 @@ from hardening_util import UUID, make_rsa_key, wait_for
 
 from sidecar.domain import keys
 from sidecar.domain.errors import UnusableKey
-from sidecar.ops import keyfile as hygiene
+from sidecar.ops import keyfile
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
@@ -30,8 +30,8 @@ def test_group_or_other_readable_key_is_refused(openssl_keys, tmp_path, mode) ->
     shutil.copy(openssl_keys / "private.pem", path)
     os.chmod(path, mode)
     with pytest.raises(UnusableKey, match=rf"mode {mode:04o} lets group or others read.*--allow-insecure-key-permissions"):
-        hygiene.load_key(str(path), None)
-    assert hygiene.load_key(str(path), None, allow_insecure=True).bits == 2048
+        keyfile.load_key(str(path), None)
+    assert keyfile.load_key(str(path), None, allow_insecure=True).bits == 2048
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400, 0o620])
@@ -39,7 +39,7 @@ def test_owner_only_key_is_accepted(openssl_keys, tmp_path, mode) -> None:
     path = tmp_path / "private.pem"
     shutil.copy(openssl_keys / "private.pem", path)
     os.chmod(path, mode)
-    assert hygiene.load_key(str(path), None).bits == 2048
+    assert keyfile.load_key(str(path), None).bits == 2048
 
 
 def test_permissions_follow_symlinks(openssl_keys, tmp_path) -> None:
@@ -50,7 +50,7 @@ def test_permissions_follow_symlinks(openssl_keys, tmp_path) -> None:
     link = tmp_path / "private.pem"
     link.symlink_to(target)
     with pytest.raises(UnusableKey, match="0644"):
-        hygiene.check_key_permissions(str(link))
+        keyfile.check_key_permissions(str(link))
 
 
 def test_cli_refuses_readable_key_and_accepts_the_flag(spawn_sidecar, openssl_keys, tmp_path) -> None:
@@ -224,7 +224,7 @@ def test_secret_volume_layout_is_the_one_group_readable_key_accepted(openssl_key
     shutil.copy(openssl_keys / "private.pem", key)
     os.chown(key, owner, group)
     os.chmod(key, mode)
-    assert hygiene._secret_volume_layout(os.stat(key), euid=UID, groups={GID}) is accepted
+    assert keyfile._secret_volume_layout(os.stat(key), euid=UID, groups={GID}) is accepted
 
 
 def test_group_readable_key_of_our_own_is_refused_when_running_as_its_owner(openssl_keys, tmp_path) -> None:
@@ -232,4 +232,4 @@ def test_group_readable_key_of_our_own_is_refused_when_running_as_its_owner(open
     shutil.copy(openssl_keys / "private.pem", key)
     os.chmod(key, 0o440)  # owned by this (root) process: the layout exception does not apply
     with pytest.raises(UnusableKey, match="lets group or others read"):
-        hygiene.load_key(str(key), None)
+        keyfile.load_key(str(key), None)

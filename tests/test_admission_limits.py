@@ -15,7 +15,7 @@ from hardening_util import UUID, Recorder, wait_for
 
 from sidecar.cli.config import Config
 from sidecar.cli.serve import server_options
-from sidecar.transport import admission as limits
+from sidecar.transport import admission
 from sidecar.transport.runtime import ServerOptions
 from sidecar.v1 import identity_pb2 as pb
 
@@ -138,7 +138,7 @@ class Clock:
 def test_rate_limit_per_caller(start_server) -> None:
     clock = Clock()
     rec = Signed()
-    opts = ServerOptions(interceptors=[limits.RateLimit(rate=2, burst=3, observer=rec, clock=clock)])
+    opts = ServerOptions(interceptors=[admission.RateLimit(rate=2, burst=3, observer=rec, clock=clock)])
     s = start_server(observer=rec, opts=opts)
     tcp, unix = s.stub("tcp"), s.stub("unix")
     for _ in range(3):
@@ -160,23 +160,23 @@ def test_rate_limit_per_caller(start_server) -> None:
 
 def test_token_bucket_and_bounded_caller_table() -> None:
     clock = Clock()
-    rl = limits.RateLimit(rate=1, burst=0, observer=Recorder(), clock=clock)
+    rl = admission.RateLimit(rate=1, burst=0, observer=Recorder(), clock=clock)
     assert rl.burst == 1
     assert rl.allow("a") and not rl.allow("a")
     clock.now += 0.5
     assert not rl.allow("a")
     clock.now += 0.5
     assert rl.allow("a")
-    for i in range(limits.MAX_BUCKETS + 10):
+    for i in range(admission.MAX_BUCKETS + 10):
         rl.allow(f"c{i}")
-    assert len(rl._buckets) == limits.MAX_BUCKETS
+    assert len(rl._buckets) == admission.MAX_BUCKETS
 
 
 def test_deadline_guard_skips_expired_calls(start_server) -> None:
     """A call whose deadline passed while queued is refused before any work."""
     hold = Hold()
     rec = Signed()
-    opts = ServerOptions(max_workers=1, interceptors=[hold, limits.Deadline(rec)])
+    opts = ServerOptions(max_workers=1, interceptors=[hold, admission.Deadline(rec)])
     s = start_server(observer=rec, opts=opts)
     stub = s.stub()
     held = stub.IssueToken.future(_req(HOLD_EMAIL), timeout=20)
