@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from sidecar import __version__
 from sidecar.cli import config as config_mod
+from sidecar.cli import settings
 from sidecar.domain import keys
 from sidecar.domain.errors import ConfigError
 from sidecar.ops import keyfile, sched
@@ -24,58 +25,7 @@ log = logging.getLogger("sidecar")
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gRPC server",
                        description="Run the sidecar. Every flag overrides its SIDECAR_* variable.")
-    p.add_argument("--key-file", help="private key: PKCS#8 PEM, PKCS#1 PEM or PKCS#8 DER [SIDECAR_KEY_FILE]")
-    p.add_argument("--key-passphrase-file", help="file holding the key's passphrase [SIDECAR_KEY_PASSPHRASE_FILE]")
-    p.add_argument("--uuid-salt", help="salt put before the identifier for UUIDv5 [SIDECAR_UUID_SALT]")
-    p.add_argument("--uuid-namespace", help="UUIDv5 namespace: url, dns or a UUID [SIDECAR_UUID_NAMESPACE]")
-    p.add_argument("--default-ttl", help="token lifetime: seconds, 30m, 24h, 6d; < 7 days [SIDECAR_DEFAULT_TTL]")
-    p.add_argument("--listen", help="comma-separated unix:///path and host:port addresses [SIDECAR_LISTEN]")
-    p.add_argument("--health-listen", help="host:port addresses serving only the gRPC health service, "
-                   "for kubelet grpc probes [SIDECAR_HEALTH_LISTEN]")
-    p.add_argument("--metrics-addr", help="host:port for /metrics; empty disables [SIDECAR_METRICS_ADDR]")
-    p.add_argument("--events-config", help="TOML file with the event lists [SIDECAR_EVENTS_CONFIG]")
-    p.add_argument("--verify-previous-key-grace", dest="previous_key_grace",
-                   help="also accept the previous key's tokens this long after a rotation, e.g. 1h; "
-                        "default 0 (off, as Synerise) [SIDECAR_VERIFY_PREVIOUS_KEY_GRACE]")
-    p.add_argument("--grace", help="drain time on SIGTERM, e.g. 10s [SIDECAR_GRACE]")
-    p.add_argument("--workers", help="gRPC worker processes, or 'auto' for one per CPU it may use [SIDECAR_WORKERS]")
-    p.add_argument("--threads", help="threads of grpc's pool in each process (default 4) [SIDECAR_THREADS]")
-    p.add_argument("--call-path", choices=config_mod.CALL_PATHS,
-                   help="IdentityService calls: fast (off grpc core's queue, default) or stock (grpc's pool) "
-                        "[SIDECAR_CALL_PATH]")
-    p.add_argument("--sched-policy", choices=config_mod.SCHED_POLICIES,
-                   help="CPU scheduling of the sidecar's threads: batch (no wake-up preemption, default) or "
-                        "normal [SIDECAR_SCHED_POLICY]")
-    p.add_argument("--audit-level",
-                   help="audit log: INFO (issued+rejected), WARNING (rejected), OFF [SIDECAR_AUDIT_LEVEL]")
-    p.add_argument("--audit-format", choices=("json", "text"), help="audit log line format [SIDECAR_AUDIT_FORMAT]")
-    p.add_argument("--token-cache-size", help="tokens kept for reuse (in all workers); 0 turns the cache off "
-                   "[SIDECAR_TOKEN_CACHE_SIZE]")
-    p.add_argument("--token-cache-min-remaining", help="share of the asked lifetime a reused token must still "
-                   "have, e.g. 0.5 [SIDECAR_TOKEN_CACHE_MIN_REMAINING]")
-    p.add_argument("--production", action="store_true", default=None,
-                   help="refuse development mode: a key and a salt must be configured")
-    # Key rotation, access control and limits (issue 4).
-    p.add_argument("--tls-cert", help="TLS certificate chain (PEM) for TCP listeners [SIDECAR_TLS_CERT]")
-    p.add_argument("--tls-key", help="TLS private key (PEM) for TCP listeners [SIDECAR_TLS_KEY]")
-    p.add_argument("--tls-client-ca", help="CA (PEM) client certificates must chain to: requires mTLS "
-                   "[SIDECAR_TLS_CLIENT_CA]")
-    p.add_argument("--allowed-clients", help="comma-separated client certificate CNs, subjects or SANs allowed "
-                   "to call [SIDECAR_ALLOWED_CLIENTS]")
-    p.add_argument("--insecure-tcp", action="store_true", default=None,
-                   help="allow plaintext TCP on a non-loopback address [SIDECAR_INSECURE_TCP]")
-    p.add_argument("--socket-mode", help="octal mode of created Unix sockets, default 660 [SIDECAR_SOCKET_MODE]")
-    p.add_argument("--max-message-bytes", help="largest request accepted, default 16384 [SIDECAR_MAX_MESSAGE_BYTES]")
-    p.add_argument("--max-concurrent-calls", help="calls accepted at once per process, default 256 "
-                   "[SIDECAR_MAX_CONCURRENT_CALLS]")
-    p.add_argument("--rate-limit", help="calls per second per caller; 0 (default) disables [SIDECAR_RATE_LIMIT]")
-    p.add_argument("--rate-burst", help="rate limit bucket size; default max(1, rate) [SIDECAR_RATE_BURST]")
-    p.add_argument("--key-poll-interval", help="how often the key file is checked for changes, default 1s "
-                   "[SIDECAR_KEY_POLL_INTERVAL]")
-    p.add_argument("--allow-insecure-key-permissions", action="store_true", default=None,
-                   help="accept a key file readable by group or others [SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS]")
-    p.add_argument("--log-level", default=os.environ.get("SIDECAR_LOG_LEVEL", "INFO"),
-                   help="DEBUG, INFO, WARNING, ERROR [SIDECAR_LOG_LEVEL]")
+    settings.add_arguments(p, config_mod.SETTINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,10 +82,9 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    # Every setting with a SIDECAR_* variable has a flag of the same name; --production has none.
-    flags = {k: getattr(args, k, None) for k in (*config_mod.ENV, "production")}
+    flags = {s.name: getattr(args, s.name, None) for s in config_mod.SETTINGS}
     cfg = config_mod.from_sources(flags)
-    _setup_logging(args.log_level)
+    _setup_logging(cfg.log_level)
     # Before any thread starts: threads and worker processes inherit the policy.
     problem = sched.apply(cfg.sched_policy)
     if problem:
