@@ -4,3 +4,4 @@ set -euo pipefail
 make -s install
 .venv/bin/python -m pip install -q -e '.[docs]'
 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
+.venv/bin/python scripts/gen_settings_doc.py --check
