@@ -28,8 +28,8 @@ from sidecar.domain.validation import parse_duration
 T = TypeVar("T")
 
 
-def _always(_: object) -> bool:
-    return True
+def _anything(_: object) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,13 @@ class Kind(Generic[T]):
     """How a setting's text becomes a value and which values are allowed.
 
     ``parse`` raises :class:`ValueError` whose message is the rule the text broke;
-    ``check`` tells whether a parsed value is allowed, ``rule`` says what it asks.
+    ``check`` returns the rule a parsed value breaks (``None``: allowed); ``rule``
+    says what the kind asks, for the docs.
     """
 
     parse: Callable[[str], T]
     show: Callable[[T], str] = str
-    check: Callable[[T], bool] = _always
+    check: Callable[[T], str | None] = _anything
     rule: str = ""
     metavar: str = "VALUE"
     #: A flag without a value (``store_true``); its variable takes the words in :data:`TRUE` / :data:`FALSE`.
@@ -98,9 +99,10 @@ class Setting:
 
     def check(self, value: Any, text: str | None = None) -> None:
         """Refuse a value outside the kind's rule (``text``: how it was written)."""
-        if not self.kind.check(value):
+        broken = self.kind.check(value)
+        if broken is not None:
             shown = self.kind.show(value) if text is None else text
-            raise ConfigError(f"{self.label}: {self.kind.rule}, got {shown!r}")
+            raise ConfigError(f"{self.label}: {broken}, got {shown!r}")
 
 
 def setting(env: str | None, flag: str, kind: Kind[Any], help: str, group: str, *,
@@ -183,8 +185,9 @@ def comma_list(metavar: str = "ADDR[,ADDR...]") -> Kind[tuple[str, ...]]:
 
 def choice(*values: str, case: Callable[[str], str] = str.lower, rule: str | None = None) -> Kind[str]:
     """One of ``values``, compared after ``case`` (``str.lower`` or ``str.upper``)."""
-    return Kind(lambda t: case(t.strip()), check=lambda v: v in values,
-                rule=rule or f"must be one of {', '.join(values)}", metavar="{" + ",".join(values) + "}")
+    rule = rule or f"must be one of {', '.join(values)}"
+    return Kind(lambda t: case(t.strip()), check=lambda v: None if v in values else rule,
+                rule=rule, metavar="{" + ",".join(values) + "}")
 
 
 def _bounds(lo: str, hi: str, lo_open: bool, hi_open: bool, zero: str) -> str:
@@ -210,7 +213,7 @@ def integer(lo: int, hi: int, *, syntax: str = "must be a whole number", rule: s
         except ValueError:  # more digits than int() takes: far out of range
             raise ValueError(rule) from None
 
-    return Kind(parse, check=lambda v: lo <= v <= hi, rule=rule, metavar="N", document_rule=True)
+    return Kind(parse, check=lambda v: None if lo <= v <= hi else rule, rule=rule, metavar="N", document_rule=True)
 
 
 def number(lo: float, hi: float, *, lo_open: bool = False, rule: str | None = None) -> Kind[float]:
@@ -225,11 +228,14 @@ def number(lo: float, hi: float, *, lo_open: bool = False, rule: str | None = No
             raise ValueError("must be a finite number")
         return value
 
-    def check(v: float) -> bool:
-        return math.isfinite(v) and (lo < v if lo_open else lo <= v) and v <= hi
+    rule = rule or _bounds(_show_number(lo), _show_number(hi), lo_open, False, "0")
 
-    return Kind(parse, show=_show_number, check=check, metavar="NUMBER", document_rule=True,
-                rule=rule or _bounds(_show_number(lo), _show_number(hi), lo_open, False, "0"))
+    def check(v: float) -> str | None:
+        if not math.isfinite(v):
+            return "must be a finite number"
+        return None if (lo < v if lo_open else lo <= v) and v <= hi else rule
+
+    return Kind(parse, show=_show_number, check=check, rule=rule, metavar="NUMBER", document_rule=True)
 
 
 def _show_number(value: float) -> str:
@@ -263,8 +269,8 @@ def duration(lo: timedelta, hi: timedelta, *, lo_open: bool = False, hi_open: bo
         except OverflowError:  # more days than timedelta holds: far out of range
             raise ValueError(rule) from None
 
-    def check(v: timedelta) -> bool:
-        return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+    def check(v: timedelta) -> str | None:
+        return None if (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi) else rule
 
     return Kind(parse, show=show_duration, check=check, rule=rule, metavar="DURATION", document_rule=True)
 
@@ -273,11 +279,12 @@ def _octal(text: str) -> int:
     try:
         return int(text.strip().removeprefix("0o"), 8)
     except ValueError:
-        raise ValueError("must be an octal file mode such as 660") from None
+        raise ValueError(_MODE_RULE) from None
 
 
-FILE_MODE: Kind[int] = Kind(_octal, show=lambda v: f"{v:04o}", check=lambda v: 0 <= v <= 0o777,
-                            rule="must be an octal file mode such as 660", metavar="MODE")
+_MODE_RULE = "must be an octal file mode such as 660"
+FILE_MODE: Kind[int] = Kind(_octal, show=lambda v: f"{v:04o}", check=lambda v: None if 0 <= v <= 0o777 else _MODE_RULE,
+                            rule=_MODE_RULE, metavar="MODE")
 
 
 # --- what is derived -------------------------------------------------------------------------------
