@@ -1,9 +1,13 @@
+import argparse
+import math
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from sidecar.cli.config import DEV_SALT, from_sources
+from sidecar.cli import settings
+from sidecar.cli.config import DEV_SALT, ENV, SETTINGS, Config, from_sources
 from sidecar.domain.errors import ConfigError
 
 NOFLAGS: dict[str, object] = {}
@@ -54,6 +58,31 @@ def test_environment_read_and_flags_win():
         ({}, {"SIDECAR_THREADS": "many"}, "SIDECAR_THREADS: must be a positive integer"),
         ({}, {"SIDECAR_CALL_PATH": "turbo"}, "SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'"),
         ({}, {"SIDECAR_SCHED_POLICY": "fifo"}, "SIDECAR_SCHED_POLICY: must be one of batch, normal, got 'fifo'"),
+        # numbers are finite and bounded; durations that overflow are refused, not a traceback
+        ({"rate_limit": "nan"}, {}, "SIDECAR_RATE_LIMIT: must be a finite number, got 'nan'"),
+        ({"rate_limit": "inf"}, {}, "SIDECAR_RATE_LIMIT: must be a finite number, got 'inf'"),
+        ({}, {"SIDECAR_RATE_LIMIT": "1e999"}, "SIDECAR_RATE_LIMIT: must be a finite number"),
+        ({}, {"SIDECAR_RATE_LIMIT": "-1"}, "SIDECAR_RATE_LIMIT: must be at most 1000000, got '-1'"),
+        ({}, {"SIDECAR_RATE_LIMIT": "fast"}, "SIDECAR_RATE_LIMIT: must be a number, got 'fast'"),
+        ({}, {"SIDECAR_RATE_BURST": "-1"}, "SIDECAR_RATE_BURST: must be a whole number, got '-1'"),
+        ({"max_message_bytes": "1099511627776"}, {},
+         "SIDECAR_MAX_MESSAGE_BYTES: must be at least 1024 and at most 67108864 (64 MiB), got '1099511627776'"),
+        ({}, {"SIDECAR_MAX_MESSAGE_BYTES": "512"}, "SIDECAR_MAX_MESSAGE_BYTES: must be at least 1024"),
+        ({}, {"SIDECAR_MAX_CONCURRENT_CALLS": "9" * 5000}, "SIDECAR_MAX_CONCURRENT_CALLS: must be at least 1 and at most"),
+        ({}, {"SIDECAR_THREADS": "100000"}, "SIDECAR_THREADS: must be at least 1 and at most 256"),
+        ({}, {"SIDECAR_TOKEN_CACHE_SIZE": "99999999999"}, "SIDECAR_TOKEN_CACHE_SIZE: must be at most 10000000"),
+        ({}, {"SIDECAR_TOKEN_CACHE_MIN_REMAINING": "nan"}, "SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be a finite number"),
+        ({"grace": "99999999999999999999d"}, {}, "SIDECAR_GRACE: must be at most 1h, got '99999999999999999999d'"),
+        ({}, {"SIDECAR_GRACE": "2h"}, "SIDECAR_GRACE: must be at most 1h, got '2h'"),
+        ({}, {"SIDECAR_KEY_POLL_INTERVAL": "0"}, "SIDECAR_KEY_POLL_INTERVAL: must be more than 0 and at most 1h"),
+        ({}, {"SIDECAR_KEY_POLL_INTERVAL": "99999999999999999999d"}, "SIDECAR_KEY_POLL_INTERVAL: must be more than 0"),
+        ({}, {"SIDECAR_DEFAULT_TTL": "99999999999999999999d"}, "SIDECAR_DEFAULT_TTL: must be more than 0 and less"),
+        ({}, {"SIDECAR_VERIFY_PREVIOUS_KEY_GRACE": "8d"}, "SIDECAR_VERIFY_PREVIOUS_KEY_GRACE: must be between 0 and 7"),
+        ({"log_level": "bogus"}, {}, "SIDECAR_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, got 'bogus'"),
+        ({}, {"SIDECAR_AUDIT_FORMAT": "xml"}, "SIDECAR_AUDIT_FORMAT: must be json or text, got 'xml'"),
+        ({}, {"SIDECAR_SOCKET_MODE": "rw"}, "SIDECAR_SOCKET_MODE: must be an octal file mode such as 660, got 'rw'"),
+        ({}, {"SIDECAR_SOCKET_MODE": "7777"}, "SIDECAR_SOCKET_MODE: must be an octal file mode such as 660, got '7777'"),
+        ({}, {"SIDECAR_INSECURE_TCP": "maybe"}, "SIDECAR_INSECURE_TCP: must be one of 1, true, yes, on, 0, false, no, off"),
     ],
 )
 def test_refusals_are_one_line_naming_the_setting(flags, env, message):
@@ -78,3 +107,76 @@ def test_available_cpus_follows_the_container_cpu_limit(tmp_path) -> None:
     assert available_cpus(tmp_path / "missing") == cores
     cpu_max.write_text("garbage\n")
     assert available_cpus(cpu_max) == cores
+
+
+def test_log_level_is_a_setting_like_the_others():
+    assert from_sources({}, {}).log_level == "INFO"
+    assert from_sources({}, {"SIDECAR_LOG_LEVEL": " warning "}).log_level == "WARNING"
+    assert from_sources({"log_level": "debug"}, {"SIDECAR_LOG_LEVEL": "ERROR"}).log_level == "DEBUG"
+    assert ENV["log_level"] == "SIDECAR_LOG_LEVEL"
+
+
+@pytest.mark.parametrize(("env", "field", "value"), [
+    ({"SIDECAR_UUID_SALT": ""}, "uuid_salt", ""),  # an empty salt set on purpose
+    ({"SIDECAR_METRICS_ADDR": ""}, "metrics_addr", ""),  # no metrics endpoint
+    ({"SIDECAR_HEALTH_LISTEN": ""}, "health_listen", ()),
+    ({"SIDECAR_KEY_FILE": ""}, "key_file", None),  # elsewhere empty means unset
+    ({"SIDECAR_GRACE": ""}, "grace", timedelta(seconds=10)),
+    ({"SIDECAR_RATE_LIMIT": ""}, "rate_limit", 0.0),
+    ({"SIDECAR_INSECURE_TCP": ""}, "insecure_tcp", False),
+    ({"SIDECAR_INSECURE_TCP": "On"}, "insecure_tcp", True),
+    ({"SIDECAR_INSECURE_TCP": "no"}, "insecure_tcp", False),
+    ({"SIDECAR_WORKERS": " 3 "}, "workers", 3),
+    ({"SIDECAR_SOCKET_MODE": "0o600"}, "socket_mode", 0o600),
+    ({"SIDECAR_RATE_LIMIT": "2.5"}, "rate_limit", 2.5),
+])
+def test_empty_and_written_values(env, field, value):
+    assert getattr(from_sources({}, env), field) == value
+
+
+def test_production_is_a_flag_only():
+    assert "production" not in ENV
+    assert not from_sources({}, {"SIDECAR_PRODUCTION": "1"}).production
+    assert from_sources({"production": True}, {"SIDECAR_KEY_FILE": "/k", "SIDECAR_UUID_SALT": "s"}).production
+
+
+def test_the_rules_hold_for_a_config_built_in_code():
+    """One loop checks every field against its setting, however the Config was made."""
+    with pytest.raises(ConfigError, match=r"^SIDECAR_RATE_LIMIT: must be a finite number, got 'nan'$"):
+        Config(rate_limit=math.nan)
+    with pytest.raises(ConfigError, match=r"^SIDECAR_GRACE: must be at most 1h, got '2h'$"):
+        Config(grace=timedelta(hours=2))
+    with pytest.raises(ConfigError, match=r"^SIDECAR_CALL_PATH: must be one of fast, stock, got 'turbo'$"):
+        Config(call_path="turbo")
+    with pytest.raises(ConfigError, match=r"^SIDECAR_MAX_MESSAGE_BYTES: must be at least 1024"):
+        replace(Config(), max_message_bytes=2**31)
+
+
+def test_every_default_reads_back_and_keeps_its_rule():
+    """What the docs and --help print as a default is what the variable would take."""
+    for s in SETTINGS:
+        s.check(s.default)
+        if s.default is not None and not s.kind.switch:
+            assert s.kind.parse(s.kind.show(s.default)) == s.default, s.name
+    assert [s.name for s in SETTINGS] == [name for name in Config.__dataclass_fields__]
+
+
+def test_a_setting_declared_once_appears_everywhere():
+    """The flag, the variable, the check and the docs row all come from the one declaration."""
+    extra = settings.Setting("widgets", 3, "SIDECAR_WIDGETS", "--widgets", settings.integer(1, 9),
+                             "widgets per `gadget`", "Test only")
+    table = (*SETTINGS, extra)
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, table)
+    help_text = parser.format_help()
+    assert "--widgets N" in help_text and "widgets per gadget; at least 1 and at most 9; default 3 [SIDECAR_WIDGETS]" in \
+        " ".join(help_text.split())
+    flags = vars(parser.parse_args(["--widgets", "5"]))
+    assert settings.read(table, flags, {"SIDECAR_WIDGETS": "7"})["widgets"] == 5
+    assert settings.read(table, vars(parser.parse_args([])), {"SIDECAR_WIDGETS": "7"})["widgets"] == 7
+    assert "widgets" not in settings.read(table, {}, {})
+    with pytest.raises(ConfigError, match=r"^SIDECAR_WIDGETS: must be at least 1 and at most 9, got '10'$"):
+        settings.read(table, {}, {"SIDECAR_WIDGETS": "10"})
+    doc = settings.doc_table(table)
+    assert "### Test only" in doc
+    assert "| `SIDECAR_WIDGETS` | `--widgets` | `3` | widgets per `gadget`; at least 1 and at most 9 |" in doc
