@@ -221,16 +221,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         v = verify.Verifier(lambda: info).verify(token) if token else verify.Verdict.invalid("malformed")
         valid, reason, email, uuid_, exp, key_id = v.valid, v.reason, v.email, v.uuid, v.expires_at, v.key_id
     else:
-        import grpc
-
         from sidecar.transport import client
-        from sidecar.v1 import identity_pb2 as pb
 
-        with client.connect(args.addr or _default_addr()) as stub:
-            try:
-                r = stub.VerifyToken(pb.VerifyTokenRequest(jwt=token), timeout=5)
-            except grpc.RpcError as exc:
-                raise ConfigError(f"VerifyToken failed: {exc.code().name}: {exc.details()}") from None
+        r = client.verify_token(args.addr or _default_addr(), token)
         valid, reason, email, uuid_, exp, key_id = r.valid, r.reason, r.email, r.uuid, r.expires_at.seconds, r.key_id
     if not valid:
         print(f"invalid: {reason}")
