@@ -5,7 +5,7 @@ variables, defaults. Each field of :class:`Config` declares its setting once
 (variable, flag, kind, help; :mod:`sidecar.cli.settings`): the flags of
 ``sidecar serve``, the reading of the environment, the single-field checks and
 the table in docs/configuration.md all come from there. Any problem raises
-:class:`~sidecar.errors.ConfigError` with one line naming the setting and the rule.
+:class:`~sidecar.domain.errors.ConfigError` with one line naming the setting and the rule.
 
 >>> from_sources({"threads": "6"}, {"SIDECAR_THREADS": "2"}).threads
 6
