@@ -212,3 +212,27 @@ def test_a_burst_past_the_queue_bound_is_written_by_the_caller_and_nothing_is_dr
     assert stream.writes == 1
     writer.flush()
     assert stream.getvalue().count("\n") == audit.MAX_PENDING + 10
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_own_log_lines_share_the_audit_format(fmt, spawn_sidecar):
+    """Start-up, key and drain lines are audit-format records too: one parser reads all of stderr."""
+    p = spawn_sidecar(env={"SIDECAR_AUDIT_FORMAT": fmt})
+    with grpc.insecure_channel(p.addr) as ch:
+        from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+        pb_grpc.IdentityServiceStub(ch).ResolveIdentity(pb.ResolveIdentityRequest(email=EMAIL))
+    code, err = p.stop()
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]  # every line, not just the audit ones
+        logs = [r for r in records if r["event"] == "log"]
+        assert all(set(r) >= {"time", "level", "logger", "message", "pid"} for r in logs)
+        messages = [r["message"] for r in logs]
+    else:
+        assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ \S+ ", line) for line in lines), err
+        messages = [line for line in lines if " log " in line]
+    assert any("DEVELOPMENT MODE" in m for m in messages)
+    assert any("drained" in m for m in messages)
+    assert any("token_issued" in line for line in lines)

@@ -76,15 +76,17 @@ def _default_addr() -> str:
     return listen.split(",")[0].strip()
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(level: str, fmt: str) -> None:
+    """The process's log lines in the audit log's format (``SIDECAR_AUDIT_FORMAT``): one parser for stderr."""
+    from sidecar.telemetry import audit
+
+    audit.configure_logging(level, fmt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     flags = {s.name: getattr(args, s.name, None) for s in config_mod.SETTINGS}
     cfg = config_mod.from_sources(flags)
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg.log_level, cfg.audit_format)
     # Before any thread starts: threads and worker processes inherit the policy.
     problem = sched.apply(cfg.sched_policy)
     if problem:

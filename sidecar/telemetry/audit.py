@@ -14,6 +14,10 @@ JSON (the default) for log pipelines::
 ``text`` for development::
 
     2024-05-01T12:00:00.123Z INFO token_issued rpc=ResolveIdentity outcome=new_identity ...
+
+The sidecar's own log lines (start-up, rotation, drain) use the same format
+(:func:`configure_logging`), as ``"event": "log"`` records with the logger's
+name and the message, so one parser reads all of stderr.
 """
 
 from __future__ import annotations
@@ -70,6 +74,39 @@ def text_line(created: float, level: str, fields: dict[str, Any], pid: int) -> s
     return f"{_time(created)} {level} {event} {pairs}"
 
 
+def formatter(fmt: str) -> Callable[[float, str, dict[str, Any], int], str]:
+    """The line formatter of ``SIDECAR_AUDIT_FORMAT`` ``fmt``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"audit format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return json_line if fmt == "json" else text_line
+
+
+class LogFormatter(logging.Formatter):
+    """Formats the sidecar's own log records as audit lines (``event: log``), in JSON or text."""
+
+    def __init__(self, fmt: str = "json") -> None:
+        super().__init__()
+        self.line = formatter(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {"event": "log", "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, fields, record.process or os.getpid())
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Every log record of the process (the sidecar's and its libraries', grpc's included) to stderr,
+    as audit-format lines, at ``level`` and above; replaces an earlier call's handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter(fmt))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h.formatter, LogFormatter)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
 class AuditWriter:
     """Formats a record on the caller's thread, queues the line, and writes lines in batches.
 
@@ -87,12 +124,10 @@ class AuditWriter:
                  interval: float | None = WRITE_INTERVAL) -> None:
         """``interval``: seconds between the writer thread's writes; ``None``: no thread (only
         :meth:`flush` and the :data:`MAX_PENDING` bound write)."""
-        if fmt not in FORMATS:
-            raise ValueError(f"audit format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        self.format = formatter(fmt)
         if level.upper() not in LEVELS:
             raise ValueError(f"audit level must be one of {', '.join(LEVELS)}, got {level!r}")
         self.threshold = logging.CRITICAL + 1 if level.upper() == "OFF" else logging.getLevelName(level.upper())
-        self.format: Callable[[float, str, dict[str, Any], int], str] = json_line if fmt == "json" else text_line
         self.stream = stream
         self.pid = os.getpid()
         self._lines: deque[str] = deque()
