@@ -1,6 +1,6 @@
 """Call admission: who may call, and how many calls at once, how fast, how late.
 
-Every guard refuses a call the same way (:func:`refuse`): it reports
+Every guard refuses a call the same way (:meth:`Guard.refuse`): it reports
 ``observer.rejected(rpc, reason)`` and aborts with a status code and a message
 naming the rule. Guards share one protocol, :class:`Guard`: ``check(rpc,
 context)``. As an interceptor a guard wraps the stock handlers; the fast call
@@ -121,13 +121,6 @@ def rpc_name(method: str) -> str:
     return method.rpartition("/")[2]
 
 
-def refuse(observer: Observer, rpc: str, reason: str, code: grpc.StatusCode, message: str,
-           context: grpc.ServicerContext) -> None:
-    """Refuse a call: count it as rejected with ``reason``, then abort it (raises)."""
-    observer.rejected(rpc, reason)
-    context.abort(code, message)
-
-
 class Guard(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
     """A check run before every unary ``IdentityService`` call; :meth:`check` refuses by aborting.
 
@@ -144,7 +137,9 @@ class Guard(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type
 
     def refuse(self, rpc: str, reason: str, code: grpc.StatusCode, message: str,
                context: grpc.ServicerContext) -> None:
-        refuse(self.observer, rpc, reason, code, message, context)
+        """Refuse the call: count it as rejected with ``reason``, then abort it (raises)."""
+        self.observer.rejected(rpc, reason)
+        context.abort(code, message)
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         handler = continuation(details)
