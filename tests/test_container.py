@@ -236,13 +236,8 @@ def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(i
         shutil.rmtree(sockdir.parent, ignore_errors=True)
 
 
-def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
-                                                                            tmp_path: Path) -> None:
-    text = POD_MANIFEST.read_text()
-    # The manifest as documented, pointed at this run's image and key directory.
-    assert text.count("image: localhost/sidecar:dev") == 2 and text.count("path: /var/lib/sidecar/key") == 1
-    text = text.replace("image: localhost/sidecar:dev", f"image: {image}")
-    text = text.replace("path: /var/lib/sidecar/key", f"path: {keydir}")
+def play_and_get_token(text: str, keydir: Path, tmp_path: Path) -> dict[str, object]:
+    """``podman kube play`` the manifest ``text``; its app container must print a token got over the socket."""
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(text)
     pod_name = next(d for d in yaml.safe_load_all(text) if d["kind"] == "Pod")["metadata"]["name"]
@@ -259,17 +254,83 @@ def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image
         out = logs["app"].stdout.strip().splitlines()
         assert json.loads(podman("inspect", app).stdout)[0]["State"]["ExitCode"] == 0, \
             (out, logs["app"].stderr[-2000:], logs["sidecar"].stderr[-2000:])
-        result = json.loads(out[-1])
+        result: dict[str, object] = json.loads(out[-1])
         assert result["uuid"] == COOKIE_UUID and result["outcome"] == "OUTCOME_NEW_IDENTITY"
-        claims = verify(result["jwt"], (keydir / "public.pem").read_bytes())
+        claims = verify(str(result["jwt"]), (keydir / "public.pem").read_bytes())
         assert (claims["uuid"], claims["email"]) == (COOKIE_UUID, EMAIL)
         # The liveness probe became the sidecar container's health check.
         assert podman("healthcheck", "run", f"{pod_name}-sidecar", check=False).returncode == 0
         user = podman("exec", f"{pod_name}-sidecar", "id", "-u").stdout.strip()
         assert user == str(UID)
+        return result
     finally:
         podman("kube", "down", str(manifest), check=False, timeout=60)
-    assert podman("pod", "exists", pod_name, check=False).returncode != 0
+        assert podman("pod", "exists", pod_name, check=False).returncode != 0
+
+
+def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
+                                                                            tmp_path: Path) -> None:
+    text = POD_MANIFEST.read_text()
+    # The manifest as documented, pointed at this run's image and key directory.
+    assert text.count("image: localhost/sidecar:dev") == 2 and text.count("path: /var/lib/sidecar/key") == 1
+    text = text.replace("image: localhost/sidecar:dev", f"image: {image}")
+    text = text.replace("path: /var/lib/sidecar/key", f"path: {keydir}")
+    play_and_get_token(text, keydir, tmp_path)
+
+
+#: The app of the played example: a client that finds the sidecar where the component told it to.
+EXAMPLE_APP = """\
+import json, os, grpc
+from sidecar.v1 import identity_pb2 as pb, identity_pb2_grpc as pb_grpc
+channel = grpc.insecure_channel(os.environ["SIDECAR_ADDR"])
+grpc.channel_ready_future(channel).result(timeout=60)
+r = pb_grpc.IdentityServiceStub(channel).ResolveIdentity(pb.ResolveIdentityRequest(
+    email="customer@synerise.com", cookie_uuid="0f8fad5b-d9cb-469f-a165-70867728950e"), timeout=10)
+print(json.dumps({"uuid": r.uuid, "outcome": pb.Outcome.Name(r.outcome), "jwt": r.token.jwt}), flush=True)
+"""
+
+
+def podman_pod_from_rendered_example(image: str, keydir: Path) -> str:
+    """The rendered example (component included) as a Pod podman 4.3 can play, changing only what it lacks:
+    the native sidecar becomes an ordinary first container (no restartPolicy), its gRPC probes an exec
+    liveness probe, the projected Secret volume a hostPath, the salt a literal, and the declared ports go
+    (podman would publish them); both images are this run's."""
+    docs = kustomize(DEPLOY / "example")
+    by_kind = _by_kind(docs)
+    cm, deploy = by_kind["ConfigMap"], by_kind["Deployment"]
+    spec = deploy["spec"]["template"]["spec"]
+    (sidecar,) = spec.pop("initContainers")
+    assert sidecar.pop("restartPolicy") == "Always"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "grpc" in sidecar.pop(probe)
+    sidecar["livenessProbe"] = {"exec": {"command": ["sidecar", "health", "--addr", "127.0.0.1:50051",
+                                                     "--timeout", "3"]}, "periodSeconds": 30}
+    sidecar["image"], sidecar["imagePullPolicy"] = image, "Never"
+    assert sidecar.pop("ports")  # podman publishes declared ports, which a pod without a network cannot
+    sidecar["env"] = [{"name": "SIDECAR_UUID_SALT", "value": SALT} if e["name"] == "SIDECAR_UUID_SALT" else e
+                      for e in sidecar["env"]]
+    app = spec["containers"][0]
+    app.update(image=image, imagePullPolicy="Never", command=["python3", "-c"], args=[EXAMPLE_APP])
+    spec["containers"].insert(0, sidecar)
+    for v in spec["volumes"]:
+        if v["name"] == "sidecar-key":
+            assert v.pop("projected")["sources"]
+            v["hostPath"] = {"path": str(keydir), "type": "Directory"}
+        if v["name"] == "sidecar-socket":
+            v["emptyDir"] = {}
+    spec["restartPolicy"] = "Never"
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "sidecar-example", "labels": deploy["spec"]["template"]["metadata"]["labels"]},
+           "spec": spec}
+    return yaml.safe_dump_all([cm, pod])
+
+
+def test_rendered_example_app_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
+                                                                      tmp_path: Path) -> None:
+    """The component's wiring works: the app container finds the socket by SIDECAR_ADDR alone, the sidecar
+    its settings in the generated ConfigMap and its key where SIDECAR_KEY_FILE points, with the absent
+    next key and instant of the scheduled rotation."""
+    play_and_get_token(podman_pod_from_rendered_example(image, keydir), keydir, tmp_path)
 
 
 def kustomize(directory: Path) -> list[dict]:  # type: ignore[type-arg]
