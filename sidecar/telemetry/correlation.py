@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,14 +96,26 @@ def current() -> Correlation:
     return _current.get()
 
 
+def enter(ids: Correlation) -> Token[Correlation] | None:
+    """Make ``ids`` the current call's until :func:`leave` (``None``, and nothing to undo, for ``NONE``).
+
+    A pair of calls rather than a context manager: this runs on every call, and a
+    generator-based ``with`` costs about a microsecond more than the work itself.
+    """
+    return None if ids is NONE else _current.set(ids)
+
+
+def leave(token: Token[Correlation] | None) -> None:
+    """Undo :func:`enter`."""
+    if token is not None:
+        _current.reset(token)
+
+
 @contextmanager
 def bind(ids: Correlation) -> Iterator[None]:
     """Make ``ids`` the current call's for the ``with`` block."""
-    if ids is NONE:
-        yield
-        return
-    token = _current.set(ids)
+    token = enter(ids)
     try:
         yield
     finally:
-        _current.reset(token)
+        leave(token)

@@ -75,17 +75,19 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
         # Both call paths come through here: the caller's traceparent / x-request-id, if any,
         # go into every audit record of this call.
-        with correlation.bind(correlation.from_metadata(context.invocation_metadata())):
-            try:
-                return fn()
-            except errors.SidecarError as exc:
-                self.observer.rejected(rpc, exc.reason)
-                code = status_for(exc)
-                context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error")
-            except Exception:
-                log.exception("unexpected error in %s", rpc)
-                self.observer.rejected(rpc, "internal")
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        ids = correlation.enter(correlation.from_metadata(context.invocation_metadata()))
+        try:
+            return fn()
+        except errors.SidecarError as exc:
+            self.observer.rejected(rpc, exc.reason)
+            code = status_for(exc)
+            context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else "internal error")
+        except Exception:
+            log.exception("unexpected error in %s", rpc)
+            self.observer.rejected(rpc, "internal")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            correlation.leave(ids)
         raise AssertionError("unreachable")  # context.abort raises
 
     def ResolveIdentity(self, request: pb.ResolveIdentityRequest, context: grpc.ServicerContext) -> pb.ResolveIdentityResponse:
