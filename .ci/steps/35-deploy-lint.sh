@@ -15,6 +15,9 @@ bash scripts/setup-system.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 kubectl version --client
+# Components and replacements with create: kustomize v5 (kubectl 1.27+).
+kubectl version --client | grep -Eq '^Kustomize Version: v[5-9]' \
+  || { echo "kubectl's kustomize is older than v5: see scripts/apt.d/deploy.txt" >&2; exit 1; }
 for dir in example policy monitoring; do
   kubectl kustomize "deploy/kubernetes/$dir" >"$out/$dir.yaml"
 done
