@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -235,13 +236,8 @@ def test_runs_read_only_non_root_over_tcp_and_unix_socket_and_stops_on_sigterm(i
         shutil.rmtree(sockdir.parent, ignore_errors=True)
 
 
-def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
-                                                                            tmp_path: Path) -> None:
-    text = POD_MANIFEST.read_text()
-    # The manifest as documented, pointed at this run's image and key directory.
-    assert text.count("image: localhost/sidecar:dev") == 2 and text.count("path: /var/lib/sidecar/key") == 1
-    text = text.replace("image: localhost/sidecar:dev", f"image: {image}")
-    text = text.replace("path: /var/lib/sidecar/key", f"path: {keydir}")
+def play_and_get_token(text: str, keydir: Path, tmp_path: Path) -> dict[str, object]:
+    """``podman kube play`` the manifest ``text``; its app container must print a token got over the socket."""
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(text)
     pod_name = next(d for d in yaml.safe_load_all(text) if d["kind"] == "Pod")["metadata"]["name"]
@@ -258,57 +254,194 @@ def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image
         out = logs["app"].stdout.strip().splitlines()
         assert json.loads(podman("inspect", app).stdout)[0]["State"]["ExitCode"] == 0, \
             (out, logs["app"].stderr[-2000:], logs["sidecar"].stderr[-2000:])
-        result = json.loads(out[-1])
+        result: dict[str, object] = json.loads(out[-1])
         assert result["uuid"] == COOKIE_UUID and result["outcome"] == "OUTCOME_NEW_IDENTITY"
-        claims = verify(result["jwt"], (keydir / "public.pem").read_bytes())
+        claims = verify(str(result["jwt"]), (keydir / "public.pem").read_bytes())
         assert (claims["uuid"], claims["email"]) == (COOKIE_UUID, EMAIL)
         # The liveness probe became the sidecar container's health check.
         assert podman("healthcheck", "run", f"{pod_name}-sidecar", check=False).returncode == 0
         user = podman("exec", f"{pod_name}-sidecar", "id", "-u").stdout.strip()
         assert user == str(UID)
+        return result
     finally:
         podman("kube", "down", str(manifest), check=False, timeout=60)
-    assert podman("pod", "exists", pod_name, check=False).returncode != 0
+        assert podman("pod", "exists", pod_name, check=False).returncode != 0
 
 
-def _docs(*paths: Path) -> dict[str, dict]:  # type: ignore[type-arg]
+def test_pod_manifest_app_container_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
+                                                                            tmp_path: Path) -> None:
+    text = POD_MANIFEST.read_text()
+    # The manifest as documented, pointed at this run's image and key directory.
+    assert text.count("image: localhost/sidecar:dev") == 2 and text.count("path: /var/lib/sidecar/key") == 1
+    text = text.replace("image: localhost/sidecar:dev", f"image: {image}")
+    text = text.replace("path: /var/lib/sidecar/key", f"path: {keydir}")
+    play_and_get_token(text, keydir, tmp_path)
+
+
+#: The app of the played example: a client that finds the sidecar where the component told it to.
+EXAMPLE_APP = """\
+import json, os, grpc
+from sidecar.v1 import identity_pb2 as pb, identity_pb2_grpc as pb_grpc
+channel = grpc.insecure_channel(os.environ["SIDECAR_ADDR"])
+grpc.channel_ready_future(channel).result(timeout=60)
+r = pb_grpc.IdentityServiceStub(channel).ResolveIdentity(pb.ResolveIdentityRequest(
+    email="customer@synerise.com", cookie_uuid="0f8fad5b-d9cb-469f-a165-70867728950e"), timeout=10)
+print(json.dumps({"uuid": r.uuid, "outcome": pb.Outcome.Name(r.outcome), "jwt": r.token.jwt}), flush=True)
+"""
+
+
+def podman_pod_from_rendered_example(image: str, keydir: Path) -> str:
+    """The rendered example (component included) as a Pod podman 4.3 can play, changing only what it lacks:
+    the native sidecar becomes an ordinary first container (no restartPolicy), its gRPC probes an exec
+    liveness probe, the projected Secret volume a hostPath, the salt a literal, and the declared ports go
+    (podman would publish them); both images are this run's."""
+    docs = kustomize(DEPLOY / "example")
+    by_kind = _by_kind(docs)
+    cm, deploy = by_kind["ConfigMap"], by_kind["Deployment"]
+    spec = deploy["spec"]["template"]["spec"]
+    (sidecar,) = spec.pop("initContainers")
+    assert sidecar.pop("restartPolicy") == "Always"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "grpc" in sidecar.pop(probe)
+    sidecar["livenessProbe"] = {"exec": {"command": ["sidecar", "health", "--addr", "127.0.0.1:50051",
+                                                     "--timeout", "3"]}, "periodSeconds": 30}
+    sidecar["image"], sidecar["imagePullPolicy"] = image, "Never"
+    assert sidecar.pop("ports")  # podman publishes declared ports, which a pod without a network cannot
+    sidecar["env"] = [{"name": "SIDECAR_UUID_SALT", "value": SALT} if e["name"] == "SIDECAR_UUID_SALT" else e
+                      for e in sidecar["env"]]
+    app = spec["containers"][0]
+    app.update(image=image, imagePullPolicy="Never", command=["python3", "-c"], args=[EXAMPLE_APP])
+    spec["containers"].insert(0, sidecar)
+    for v in spec["volumes"]:
+        if v["name"] == "sidecar-key":
+            assert v.pop("projected")["sources"]
+            v["hostPath"] = {"path": str(keydir), "type": "Directory"}
+        if v["name"] == "sidecar-socket":
+            v["emptyDir"] = {}
+    spec["restartPolicy"] = "Never"
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "sidecar-example", "labels": deploy["spec"]["template"]["metadata"]["labels"]},
+           "spec": spec}
+    return yaml.safe_dump_all([cm, pod])
+
+
+def test_rendered_example_app_gets_a_token_through_the_shared_socket(image: str, keydir: Path,
+                                                                      tmp_path: Path) -> None:
+    """The component's wiring works: the app container finds the socket by SIDECAR_ADDR alone, the sidecar
+    its settings in the generated ConfigMap and its key where SIDECAR_KEY_FILE points, with the absent
+    next key and instant of the scheduled rotation."""
+    play_and_get_token(podman_pod_from_rendered_example(image, keydir), keydir, tmp_path)
+
+
+def kustomize(directory: Path) -> list[dict]:  # type: ignore[type-arg]
+    """``kubectl kustomize directory``, parsed (kubectl from scripts/apt.d/deploy.txt)."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl not found: `make system` installs scripts/apt.d/deploy.txt"
+    p = subprocess.run([kubectl, "kustomize", str(directory)], check=False, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+
+def _by_kind(docs: list[dict]) -> dict[str, dict]:  # type: ignore[type-arg]
     out = {}
-    for p in paths:
-        for d in yaml.safe_load_all(p.read_text()):
-            out[d["kind"]] = d
+    for d in docs:
+        assert d["kind"] not in out, f"two {d['kind']}s"
+        out[d["kind"]] = d
     return out
 
 
-def test_manifests_agree_with_each_other_and_the_image() -> None:
+#: A user's Deployment of another shape than the example: its first container has another
+#: name and neither env nor volumeMounts; a second container must be left alone.
+USER_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop-web}
+spec:
+  selector: {matchLabels: {app: shop-web}}
+  template:
+    metadata: {labels: {app: shop-web}}
+    spec:
+      containers:
+        - {name: web, image: registry.example.com/shop-web:3}
+        - name: worker
+          image: registry.example.com/shop-worker:3
+          env: [{name: MODE, value: worker}]
+"""
+
+
+def docs_kustomization() -> str:
+    """The kustomization docs/deploy.md shows for adding the sidecar."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "components:" in b]
+    return block
+
+
+def test_the_documented_kustomization_adds_the_sidecar_to_any_deployment(tmp_path: Path) -> None:
+    block = docs_kustomization()
+    assert len(block.strip().splitlines()) <= 10
+    (tmp_path / "deployment.yaml").write_text(USER_DEPLOYMENT)
+    (tmp_path / "kustomization.yaml").write_text(
+        block.replace("../path/to/deploy/kubernetes/component", os.path.relpath(DEPLOY / "component", tmp_path)))
+    docs = _by_kind(kustomize(tmp_path))
+    assert set(docs) == {"Deployment", "ConfigMap"}  # the build-time ConfigMap is dropped
+    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    (sidecar,) = spec["initContainers"]
+    assert sidecar["image"] == "registry.example.com/identity-sidecar:0.1.0"  # the documented `images:` applies
+    web, worker = spec["containers"]
+    assert web["env"] == [{"name": "SIDECAR_ADDR", "value": "unix:///run/sidecar/sidecar.sock"}]
+    assert web["volumeMounts"] == [{"name": "sidecar-socket", "mountPath": "/run/sidecar", "readOnly": True}]
+    assert worker == yaml.safe_load(USER_DEPLOYMENT)["spec"]["template"]["spec"]["containers"][1]
+    assert docs["ConfigMap"]["metadata"]["name"] == sidecar["envFrom"][0]["configMapRef"]["name"]
+
+
+def test_rendered_example_agrees_with_itself_the_image_and_the_podmonitor() -> None:
     """What kubernetes-validate cannot see: the pieces point at each other and at the image's layout."""
-    docs = _docs(*sorted(DEPLOY.glob("*.yaml")), DEPLOY / "monitoring" / "servicemonitor.yaml")
-    deploy, cm, svc, mon = docs["Deployment"], docs["ConfigMap"], docs["Service"], docs["ServiceMonitor"]
+    docs = _by_kind(kustomize(DEPLOY / "example"))
+    deploy, cm = docs["Deployment"], docs["ConfigMap"]
+    mon = yaml.safe_load((DEPLOY / "monitoring" / "podmonitor.yaml").read_text())
     pod = deploy["spec"]["template"]
     spec = pod["spec"]
     (sidecar,) = spec["initContainers"]
-    assert sidecar["restartPolicy"] == "Always"  # native sidecar: up before the app, down after it
+    assert sidecar["name"] == "sidecar" and sidecar["restartPolicy"] == "Always"  # native sidecar
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"ARG SIDECAR_UID={spec['securityContext']['runAsUser']}" in dockerfile
-    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"] == UID
-    for c in [sidecar, *spec["containers"]]:
-        sc = c["securityContext"]
-        assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
-    # Key: from the Secret, mode 0400, read-only, where SIDECAR_KEY_FILE and the image expect it.
+    assert f"ARG SIDECAR_UID={sidecar['securityContext']['runAsUser']}" in dockerfile
+    assert spec["securityContext"]["fsGroup"] == sidecar["securityContext"]["runAsGroup"] == UID
+    # Pod Security Standard "restricted" for the sidecar; the example app keeps its own hardening.
+    sc = sidecar["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in spec["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    # Key: a projected Secret volume, 0400, read-only, where SIDECAR_KEY_FILE and the image expect it;
+    # the next key and its instant optional (a Secret without them still mounts).
     vols = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["name"]: m for m in sidecar["volumeMounts"]}
-    assert vols["sidecar-key"]["secret"]["defaultMode"] == 0o400
+    key_vol = vols["sidecar-key"]["projected"]
+    assert key_vol["defaultMode"] == 0o400
+    required, optional = key_vol["sources"]
+    assert required["secret"]["items"] == [{"key": "private.pem", "path": "private.pem"}]
+    assert "optional" not in required["secret"] and optional["secret"]["optional"] is True
+    assert {i["key"]: i["path"] for i in optional["secret"]["items"]} == {"next.pem": "next.pem",
+                                                                          "next-activates-at": "next-activates-at"}
     env = {e["name"]: e for e in sidecar["env"]}
-    key_file = env["SIDECAR_KEY_FILE"]["value"]
-    assert mounts["sidecar-key"]["readOnly"] and key_file.startswith(mounts["sidecar-key"]["mountPath"] + "/")
-    assert f"SIDECAR_KEY_FILE={key_file}" in dockerfile
-    assert env["SIDECAR_UUID_SALT"]["valueFrom"]["secretKeyRef"]["name"] == vols["sidecar-key"]["secret"]["secretName"]
-    # Socket: in the shared emptyDir, which every container mounts at the same place.
+    key_dir = mounts["sidecar-key"]["mountPath"]
+    assert mounts["sidecar-key"]["readOnly"]
+    assert env["SIDECAR_KEY_FILE"]["value"] == f"{key_dir}/private.pem"
+    assert env["SIDECAR_NEXT_KEY_FILE"]["value"] == f"{key_dir}/next.pem"
+    assert env["SIDECAR_NEXT_KEY_ACTIVATES_AT"]["value"] == f"@{key_dir}/next-activates-at"
+    assert f"SIDECAR_KEY_FILE={env['SIDECAR_KEY_FILE']['value']}" in dockerfile
+    secret = required["secret"]["name"]
+    assert optional["secret"]["name"] == env["SIDECAR_UUID_SALT"]["valueFrom"]["secretKeyRef"]["name"] == secret
+    # Socket: in the shared emptyDir; the app's first container mounts it read-only and is told the address.
     assert sidecar["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
     listen = cm["data"]["SIDECAR_LISTEN"].split(",")
     sock_dir = mounts["sidecar-socket"]["mountPath"]
     assert "emptyDir" in vols["sidecar-socket"] and listen[0] == f"unix://{sock_dir}/sidecar.sock"
-    for c in spec["containers"]:
-        assert {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "sidecar-socket"} == {sock_dir}
+    app = spec["containers"][0]
+    assert {m["mountPath"]: m.get("readOnly") for m in app["volumeMounts"] if m["name"] == "sidecar-socket"} == \
+        {sock_dir: True}
+    assert {"name": "SIDECAR_ADDR", "value": listen[0]} in app["env"]
     # The signing API's TCP listener is loopback only; every probe is a native gRPC
     # probe on the health-only listener, which is declared as a container port.
     tcp = [a for a in listen if not a.startswith("unix://")]
@@ -316,15 +449,27 @@ def test_manifests_agree_with_each_other_and_the_image() -> None:
     health_port = int(cm["data"]["SIDECAR_HEALTH_LISTEN"].rsplit(":", 1)[1])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert sidecar[probe]["grpc"] == {"port": health_port}
-    # Metrics: listened on, annotated, named in the Service and scraped by the ServiceMonitor.
+    # Metrics: listened on, declared by number, and what the PodMonitor selects (labels and port number).
     metrics_port = int(cm["data"]["SIDECAR_METRICS_ADDR"].rsplit(":", 1)[1])
-    port, health = sidecar["ports"]
-    assert health["containerPort"] == health_port
-    assert port["containerPort"] == metrics_port == int(pod["metadata"]["annotations"]["prometheus.io/port"])
-    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
-    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
-    assert mon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
-    assert mon["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    ports = {p["containerPort"] for p in sidecar["ports"]}
+    assert ports == {metrics_port, health_port}
+    (endpoint,) = mon["spec"]["podMetricsEndpoints"]
+    assert endpoint["portNumber"] == metrics_port and "port" not in endpoint and "jobLabel" not in mon["spec"]
+    assert mon["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert mon["metadata"]["name"] == "identity-sidecar"  # the rules' job matcher: <namespace>/identity-sidecar
     for c in [sidecar, *spec["containers"]]:
         assert {"requests", "limits"} <= c["resources"].keys()
+
+
+def test_policies_select_the_example_pods() -> None:
+    docs = _by_kind(kustomize(DEPLOY / "policy"))
+    pod = _by_kind(kustomize(DEPLOY / "example"))["Deployment"]["spec"]["template"]
+    netpol, pdb = docs["NetworkPolicy"], docs["PodDisruptionBudget"]
+    labels = pod["metadata"]["labels"].items()
+    assert netpol["spec"]["podSelector"]["matchLabels"].items() <= labels
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels
+    assert pdb["spec"]["maxUnavailable"] == 1
+    (sidecar,) = pod["spec"]["initContainers"]
+    allowed = {p["port"] for rule in netpol["spec"]["ingress"] for p in rule["ports"]}
+    sidecar_ports = {p["containerPort"] for p in sidecar["ports"]}
+    assert allowed & sidecar_ports == {9464}  # metrics only; the health port only from the node

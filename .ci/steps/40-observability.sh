@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Alert rules are valid and pass their unit tests; a live /metrics scrape passes promtool's lint.
+# Alert rules are valid and pass their unit tests (written with the Prometheus
+# Operator's labels); the PrometheusRule is the rule file's current copy; a live
+# /metrics scrape passes promtool's lint.
 set -euo pipefail
+make -s install
 bash scripts/setup-system.sh   # prometheus + promtool (scripts/apt.d/obs.txt)
 promtool check rules deploy/prometheus/alerts.yml
 (cd deploy/prometheus && promtool test rules alerts_test.yml)
+.venv/bin/python scripts/gen_prometheus_rule.py --check
 python3 -m json.tool deploy/grafana/sidecar.json >/dev/null
 
 port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -172,6 +172,8 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, Metrics
     registry = CollectorRegistry()
     rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES))
     serve_here = cfg.workers == 1 and cfg.metrics_addr
+    if serve_here:
+        metrics.register_process_collectors(registry)
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
 
 
@@ -208,6 +210,7 @@ def serve(cfg: Config, key: SigningKey) -> int:
         return run_worker(cfg, key, reuse_port=True, unix=(i == 0), index=i, event_settings=settings)
 
     sup = Supervisor(cfg.workers, worker, cfg.grace.total_seconds(), on_exit=exporter.process_dead)
+    exporter.workers = lambda: list(sup.children)  # their process_* are summed into the pod's
     try:
         return sup.run()
     finally:

@@ -38,6 +38,9 @@ class Observer:
     def token_cache(self, hit: bool) -> None:
         """The token cache was consulted."""
 
+    def verified(self, result: str) -> None:
+        """``VerifyToken`` answered: ``valid``, or the fixed reason the token is not."""
+
 
 class Observers(Observer):
     """Fan out to several observers."""
@@ -72,3 +75,7 @@ class Observers(Observer):
     def token_cache(self, hit: bool) -> None:
         for o in self.observers:
             o.token_cache(hit)
+
+    def verified(self, result: str) -> None:
+        for o in self.observers:
+            o.verified(result)

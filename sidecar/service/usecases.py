@@ -118,7 +118,9 @@ class Sidecar:
         """Check a token the way Synerise does (``VerifyToken``); an empty one is a bad request."""
         if not jwt:
             raise InvalidArgument("jwt", "is required", "jwt_missing")
-        return self.verifier.verify(jwt)
+        verdict = self.verifier.verify(jwt)
+        self.observer.verified("valid" if verdict.valid else verdict.reason)
+        return verdict
 
     def evaluate_event(self, action: str, changes_customer_data: bool, jwt: str) -> event_policy.Decision:
         """Whether Synerise would accept ``action`` from this browser (``EvaluateEvent``)."""

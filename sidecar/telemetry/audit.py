@@ -38,6 +38,7 @@ from sidecar.domain.identity import Resolution
 from sidecar.domain.keys import PublicKeyInfo
 from sidecar.domain.tokens import Token
 from sidecar.service.observer import Observer
+from sidecar.telemetry import correlation
 
 FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "OFF")
@@ -216,6 +217,9 @@ class AuditLog(Observer):
 
     def _emit(self, level: int, fields: dict[str, Any]) -> None:
         if self.writer.enabled(level):
+            ids = correlation.current()  # the backend's trace and request id, when the call sent them
+            if ids is not correlation.NONE:
+                fields.update(ids.fields())
             self.writer.write(level, fields)
 
     def issued(self, rpc: str, token: Token, identity_hash: str, resolution: Resolution | None) -> None:

@@ -22,14 +22,28 @@ from __future__ import annotations
 import logging
 import os
 import re
+import resource
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    multiprocess,
+    start_http_server,
+    values,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from sidecar import __version__
-from sidecar.domain import validation
+from sidecar.domain import validation, verify
 from sidecar.domain.errors import ConfigError
 from sidecar.domain.identity import Outcome, Resolution
 from sidecar.domain.keys import PublicKeyInfo
@@ -57,6 +71,8 @@ OTHER = "other"
 OUTCOMES = tuple(o.value for o in Outcome)
 RELOAD_RESULTS = ("success", "failure")
 CACHE_RESULTS = ("hit", "miss")
+#: VerifyToken answers: a valid token, or the first rule it breaks.
+VERIFY_RESULTS = ("valid", *verify.REASONS)
 #: RSA-2048 signs in ~250 µs on one core; buckets cover 100 µs .. 1 s.
 SIGNING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: Label values other modules pass for events: short code names only.
@@ -105,6 +121,11 @@ class Metrics(Observer):
         self.build_info = Gauge("sidecar_build_info", "Always 1; the version label is the sidecar's version.",
                                 ["version"], multiprocess_mode="livemax", registry=r)
         self.build_info.labels(version).set(1)
+        self.verifications_total = Counter(
+            "sidecar_token_verifications", "VerifyToken answers: valid, or the reason the token is not.",
+            ["result"], registry=r)
+        for result in VERIFY_RESULTS:
+            self.verifications_total.labels(result)
         for rpc in TOKEN_RPCS:
             self.issued_total.labels(rpc)
             for reason in REASONS:
@@ -150,6 +171,65 @@ class Metrics(Observer):
     def token_cache(self, hit: bool) -> None:
         (self._cache_hit if hit else self._cache_miss).inc()
 
+    def verified(self, result: str) -> None:
+        self.verifications_total.labels(_pick(result, VERIFY_RESULTS)).inc()
+
+
+def register_process_collectors(registry: CollectorRegistry) -> None:
+    """``process_*``, ``python_info`` and ``python_gc_*`` of this process, for a sidecar that is one
+    process (with ``--workers`` the master exports the sum instead: :class:`MultiprocessExporter`)."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+
+
+#: How the master combines its own and its live workers' ``process_*`` values.
+_SUMMED = ("process_virtual_memory_bytes", "process_resident_memory_bytes", "process_open_fds",
+           "process_cpu_seconds_total")
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class WorkersProcessCollector:
+    """``process_*`` of the whole sidecar with ``--workers``: the master and its live workers, summed.
+
+    Summed rather than one series per worker: the pod is the unit that is scheduled, limited and
+    alerted on, the series are the same as with one process (so the dashboard and rules are too),
+    and worker pids come and go. CPU includes the workers that have exited (the master's
+    ``RUSAGE_CHILDREN``), so the counter never goes back. Resident memory counts pages the
+    workers still share with the master after fork once per process, so it overstates; cAdvisor's
+    ``container_memory_working_set_bytes`` is the exact figure. Start time and the fd limit are
+    the master's.
+    """
+
+    def __init__(self, pids: Callable[[], Iterable[int]]) -> None:
+        self._pids = pids
+
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[str, float] = dict.fromkeys(_SUMMED, 0.0)
+        docs: dict[str, tuple[str, str]] = {}
+        master: dict[str, float] = {}
+        for pid in (os.getpid(), *self._pids()):
+            for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+                for sample in family.samples:
+                    docs[sample.name] = (family.name, family.documentation)
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+                    elif pid == os.getpid():
+                        master[sample.name] = sample.value
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        totals["process_cpu_seconds_total"] += children.ru_utime + children.ru_stime
+        for name, value in (*totals.items(), *master.items()):
+            if name not in docs:
+                continue
+            family_name, doc = docs[name]
+            if name.endswith("_total"):
+                yield CounterMetricFamily(family_name, doc, value=value)
+            else:
+                yield GaugeMetricFamily(family_name, doc, value=value)
+
 
 class MetricsServer:
     """The ``/metrics`` HTTP endpoint, served from a daemon thread."""
@@ -192,11 +272,17 @@ class MultiprocessExporter:
     events); ``live*`` gauges of a dead worker are dropped by :meth:`process_dead`.
     """
 
-    def __init__(self, addr: str) -> None:
+    def __init__(self, addr: str, workers: Callable[[], Iterable[int]] = tuple) -> None:
+        """``workers``: the pids of the live workers, for the summed ``process_*``."""
         self.path = tempfile.mkdtemp(prefix="sidecar-metrics-")
         enable_multiprocess(self.path)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.path)  # type: ignore[no-untyped-call]
+        registry.register(WorkersProcessCollector(lambda: self.workers()))
+        # python_info is the same in every process; python_gc_* is per process and only the
+        # process that serves /metrics could read it, so it is left out in this mode.
+        PlatformCollector(registry=registry)
+        self.workers = workers
         try:
             self.server: MetricsServer | None = MetricsServer(addr, registry) if addr else None
         except ConfigError:

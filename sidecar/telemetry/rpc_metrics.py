@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import Counter as _CounterChild
+from prometheus_client.metrics import Gauge as _GaugeChild
 from prometheus_client.metrics import Histogram as _HistogramChild
 
 #: grpc_server_handling_seconds buckets: 0.5 ms .. 5 s.
@@ -51,13 +52,20 @@ class Series:
     def __init__(self, m: RpcMetrics, grpc_type: str, service: str, method: str) -> None:
         labels = (grpc_type, service, method)
         self.started: _CounterChild = m.started.labels(*labels)
+        self.in_flight: _GaugeChild = m.in_flight
         self.seconds: _HistogramChild = m.seconds.labels(*labels)
         self.handled: dict[str, _CounterChild] = {
             code: m.handled.labels(*labels, name) for code, name in CODE_NAMES.items()
         }
 
+    def start(self) -> None:
+        """A call of this method started (answer it with :meth:`done`)."""
+        self.started.inc()
+        self.in_flight.inc()
+
     def done(self, code: str, started: float) -> None:
         """The call ended with status ``code`` (canonical name); ``started`` is its ``perf_counter()``."""
+        self.in_flight.dec()
         self.handled[code].inc()
         self.seconds.observe(time.perf_counter() - started)
 
@@ -74,6 +82,10 @@ class RpcMetrics:
         self.seconds = Histogram("grpc_server_handling_seconds",
                                  "Time from the start of an RPC to its status, on the server.",
                                  labels, buckets=HANDLING_BUCKETS, registry=registry)
+        # One series for the process (the sum over workers with --workers): how many calls
+        # the sidecar is working on, the figure the admission limits act on.
+        self.in_flight = Gauge("sidecar_rpcs_in_flight", "RPCs started and not yet answered.",
+                               multiprocess_mode="livesum", registry=registry)
         self._series: dict[str, Series] = {}
         for grpc_type, service, method in methods:
             self._series[f"/{service}/{method}"] = Series(self, grpc_type, service, method)

@@ -169,6 +169,9 @@ class _NoSeries:
 
     started = _NoCounter()
 
+    def start(self) -> None:
+        pass
+
     def done(self, code: str, started: float) -> None:
         pass
 
@@ -226,7 +229,7 @@ class _Loop:
         if not event.success:  # the request was cancelled: the server is shutting down
             return
         started = time.perf_counter()
-        method.series.started.inc()
+        method.series.start()
         self.in_flight += 1
         tag = _Received(method, event, started)
         if event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:

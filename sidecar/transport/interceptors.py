@@ -75,7 +75,7 @@ def _wrap_unary(behavior: Callable[[Any, grpc.ServicerContext], Any], series: Se
                 ) -> Callable[[Any, grpc.ServicerContext], Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
-        series.started.inc()
+        series.start()
         try:
             response = behavior(request, context)
         except BaseException:
@@ -91,7 +91,7 @@ def _wrap_stream(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
                  ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
-        series.started.inc()
+        series.start()
         try:
             yield from behavior(request, context)
         except GeneratorExit:  # the caller went away mid-stream

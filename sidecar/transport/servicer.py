@@ -21,6 +21,7 @@ from sidecar.domain.identity import Outcome
 from sidecar.domain.tokens import Token
 from sidecar.domain.validation import Duration
 from sidecar.service.usecases import Sidecar
+from sidecar.telemetry import correlation
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
@@ -72,6 +73,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.observer = sidecar.observer
 
     def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+        # Both call paths come through here: the caller's traceparent / x-request-id, if any,
+        # go into every audit record of this call.
+        ids = correlation.enter(correlation.from_metadata(context.invocation_metadata()))
         try:
             return fn()
         except errors.SidecarError as exc:
@@ -82,6 +86,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             log.exception("unexpected error in %s", rpc)
             self.observer.rejected(rpc, "internal")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            correlation.leave(ids)
         raise AssertionError("unreachable")  # context.abort raises
 
     def ResolveIdentity(self, request: pb.ResolveIdentityRequest, context: grpc.ServicerContext) -> pb.ResolveIdentityResponse:
