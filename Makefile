@@ -39,6 +39,11 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
+.PHONY: go-proto
+## go-proto: regenerate the Go stubs in clients/go/sidecarv1 (protoc + Debian's Go plugins)
+go-proto: system
+	bash clients/go/gen.sh
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
