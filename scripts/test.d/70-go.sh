@@ -25,7 +25,7 @@ trap cleanup EXIT
 mkdir -p "$tmp/gopath/src/$(dirname "$MODULE")"
 ln -s "$ROOT/clients/go" "$tmp/gopath/src/$MODULE"
 packages=("$MODULE/sidecarv1" "$MODULE/sidecar")  # named: `...` does not follow the link
-export GO111MODULE=off GOPATH="$tmp/gopath:/usr/share/gocode" GOFLAGS=-mod=
+export GO111MODULE=off GOPATH="$tmp/gopath:/usr/share/gocode"
 export GOCACHE="${GOCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/go-build}"
 unformatted="$(gofmt -l clients/go)"
 [ -z "$unformatted" ] || { echo "gofmt: $unformatted" >&2; exit 1; }
