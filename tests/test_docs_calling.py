@@ -80,6 +80,8 @@ def run_go(code: str, tmp: Path) -> list[str]:
     link.parent.mkdir(parents=True)
     link.symlink_to(ROOT / "clients/go")
     (tmp / "login.go").write_text(code)
+    unformatted = subprocess.run([need("gofmt"), "-l", str(tmp / "login.go")], capture_output=True, text=True, check=True)
+    assert unformatted.stdout == "", "the Go program in docs/clients.md is not gofmt-formatted"
     return [need("go"), "run", str(tmp / "login.go")]
 
 

@@ -331,3 +331,45 @@ func TestDeadlines(t *testing.T) {
 		t.Fatalf("context deadline: %v after %v", err, time.Since(start))
 	}
 }
+
+// failing answers GetPublicKey with code, counting the calls it got.
+type failing struct {
+	sidecarv1.UnimplementedIdentityServiceServer
+	code  codes.Code
+	calls chan struct{}
+}
+
+func (f failing) GetPublicKey(context.Context, *sidecarv1.GetPublicKeyRequest) (*sidecarv1.GetPublicKeyResponse, error) {
+	f.calls <- struct{}{}
+	return nil, status.Error(f.code, "refused here")
+}
+
+func TestStatusKindsAndWhichAreRetried(t *testing.T) {
+	cases := []struct {
+		code  codes.Code
+		kind  error
+		calls int
+	}{
+		{codes.PermissionDenied, sidecar.ErrAccessDenied, 1},
+		{codes.Unauthenticated, sidecar.ErrAccessDenied, 1},
+		{codes.ResourceExhausted, sidecar.ErrRateLimited, 1},
+		{codes.Unavailable, sidecar.ErrUnavailable, 3},
+		{codes.Internal, nil, 1},
+	}
+	kinds := []error{sidecar.ErrInvalidArgument, sidecar.ErrUnavailable, sidecar.ErrDeadlineExceeded,
+		sidecar.ErrUnimplemented, sidecar.ErrAccessDenied, sidecar.ErrRateLimited}
+	for _, tc := range cases {
+		srv := failing{code: tc.code, calls: make(chan struct{}, 10)}
+		c := dial(t, standIn(t, srv), sidecar.WithRetries(2, time.Millisecond))
+		_, err := c.GetPublicKey(context.Background())
+		var e *sidecar.Error
+		if !errors.As(err, &e) || e.Code != tc.code || e.Message != "refused here" || e.Attempts != tc.calls || len(srv.calls) != tc.calls {
+			t.Fatalf("%v: %#v after %d calls", tc.code, err, len(srv.calls))
+		}
+		for _, k := range kinds {
+			if errors.Is(err, k) != (k == tc.kind) {
+				t.Fatalf("%v: errors.Is(err, %v) = %v", tc.code, k, !(k == tc.kind))
+			}
+		}
+	}
+}
