@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/local"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -132,11 +133,17 @@ func call[Req, Resp any](ctx context.Context, c *Client, rpc string, req Req,
 			actx, cancel = context.WithTimeout(ctx, c.timeout)
 		}
 		resp, err := method(actx, req)
+		expired := actx.Err() == context.DeadlineExceeded
 		cancel()
 		if err == nil {
 			return resp, nil
 		}
 		e := fromError(rpc, err, attempt)
+		if expired && e.Code != codes.DeadlineExceeded {
+			// The deadline passed: whatever raced it back (a server's UNKNOWN "context deadline exceeded", a
+			// broken stream) the caller's answer is that the call did not finish in time.
+			e.Code, e.Message = codes.DeadlineExceeded, "deadline exceeded: "+e.Message
+		}
 		if !e.retryable() || attempt >= c.attempts {
 			return resp, e
 		}

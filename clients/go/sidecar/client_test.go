@@ -12,6 +12,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -305,17 +306,21 @@ func TestOlderServerIsUnimplemented(t *testing.T) {
 	}
 }
 
+// slow answers GetPublicKey only when the test ends: the client's deadline must end the call.
 type slow struct {
 	sidecarv1.UnimplementedIdentityServiceServer
+	done chan struct{}
 }
 
-func (slow) GetPublicKey(ctx context.Context, _ *sidecarv1.GetPublicKeyRequest) (*sidecarv1.GetPublicKeyResponse, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
+func (s slow) GetPublicKey(context.Context, *sidecarv1.GetPublicKeyRequest) (*sidecarv1.GetPublicKeyResponse, error) {
+	<-s.done
+	return &sidecarv1.GetPublicKeyResponse{}, nil
 }
 
 func TestDeadlines(t *testing.T) {
-	target := standIn(t, slow{})
+	done := make(chan struct{})
+	target := standIn(t, slow{done: done})
+	t.Cleanup(func() { close(done) }) // runs before the stand-in's Stop, which waits for its handlers
 	c := dial(t, target, sidecar.WithTimeout(200*time.Millisecond))
 	start := time.Now()
 	_, err := c.GetPublicKey(context.Background())
@@ -370,6 +375,50 @@ func TestStatusKindsAndWhichAreRetried(t *testing.T) {
 			if errors.Is(err, k) != (k == tc.kind) {
 				t.Fatalf("%v: errors.Is(err, %v) = %v", tc.code, k, !(k == tc.kind))
 			}
+		}
+	}
+}
+
+func tlsConfig(t *testing.T, withClientCert bool, serverName string) *tls.Config {
+	t.Helper()
+	dir := env(t, "SC_TEST_TLS_DIR")
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca) {
+		t.Fatal("no CA certificate")
+	}
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if withClientCert {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg
+}
+
+func TestMutualTLS(t *testing.T) {
+	target := env(t, "SC_TEST_TLS")
+	ctx := context.Background()
+	c := dial(t, target, sidecar.WithTLS(tlsConfig(t, true, "sidecar.test")))
+	who, err := c.ResolveIdentity(ctx, sidecar.ResolveIdentityRequest{Email: email, CookieUUID: cookie})
+	if err != nil || who.UUID != cookie || verifyRS256(t, who.Token.JWT).UUID != cookie {
+		t.Fatalf("over mTLS: %+v, %v", who, err)
+	}
+	refused := map[string]*sidecar.Client{
+		"no client certificate": dial(t, target, sidecar.WithTLS(tlsConfig(t, false, "sidecar.test")), sidecar.WithRetries(0, 0)),
+		"wrong server name":     dial(t, target, sidecar.WithTLS(tlsConfig(t, true, "other.test")), sidecar.WithRetries(0, 0)),
+		"plaintext":             dial(t, target, sidecar.WithRetries(0, 0), sidecar.WithTimeout(2*time.Second)),
+	}
+	for name, c := range refused {
+		if _, err := c.GetPublicKey(ctx); err == nil {
+			t.Fatalf("%s: the call went through", name)
+		} else if !errors.Is(err, sidecar.ErrUnavailable) && !errors.Is(err, sidecar.ErrDeadlineExceeded) {
+			t.Fatalf("%s: %v", name, err)
 		}
 	}
 }
