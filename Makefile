@@ -39,6 +39,16 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
+.PHONY: go-proto proto-all
+## go-proto: regenerate the Go stubs in clients/go/sidecarv1 (protoc + Debian's Go plugins)
+go-proto: system
+	bash clients/go/gen.sh
+
+## proto-all: after editing the .proto, every generated copy: sidecar/v1, the Python and Node clients' copies, the Go stubs
+proto-all: proto go-proto
+	$(BIN)/python clients/python/gen_stubs.py
+	node clients/node/scripts/sync-proto.js
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

@@ -75,6 +75,32 @@ def test_committed_stubs_match_the_proto() -> None:
     assert r.returncode == 0, r.stderr
 
 
+def test_the_wheel_installs_by_its_scoped_name_and_imports_as_sidecar_client(
+        start_server: Callable[..., Running], tmp_path: Path) -> None:
+    """Built and installed as a backend would (a wheel, not the checkout), then used from a clean import path."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                    str(ROOT / "clients/python")], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert wheel.name.startswith("synerise_sidecar_client-")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
+                    str(wheel)], check=True, capture_output=True)
+    server = start_server()
+    script = (
+        "import importlib.metadata as md, sidecar_client, sys\n"
+        "from sidecar_client import SidecarClient\n"
+        f"assert sidecar_client.__file__.startswith({str(tmp_path / 'site')!r}), sidecar_client.__file__\n"
+        "assert md.version('synerise-sidecar-client') == sidecar_client.__version__\n"
+        "assert set(md.requires('synerise-sidecar-client')) == {'grpcio<2,>=1.85', 'protobuf<8,>=7.35.1'}\n"
+        "with SidecarClient(sys.argv[1]) as c:\n"
+        f"    print(c.resolve_identity({EMAIL!r}, cookie_uuid={COOKIE_UUID!r}).uuid)\n"
+    )
+    # -I: no current directory, no user site, no PYTHONPATH; the wheel's folder first, the venv's grpcio after it.
+    r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); "
+                        f"exec({script!r})", server.unix], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == COOKIE_UUID
+
+
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
 def test_resolve_identity_three_branches(start_server: Callable[..., Running], openssl_keys: Path,
                                          transport: str) -> None:

@@ -1,4 +1,4 @@
-// Type declarations for sidecar-client (index.js).
+// Type declarations for @synerise-sidecar/client (index.js, the CommonJS entry point; index.d.mts re-exports them).
 import type { ChannelOptions, ServiceClientConstructor } from '@grpc/grpc-js';
 
 /** PEM bytes, PEM text, or a path to a PEM file. */

@@ -2,7 +2,7 @@
 /**
  * Node client for the Synerise identity & token sidecar (sidecar.v1.IdentityService).
  *
- *   const { SidecarClient } = require('sidecar-client');
+ *   const { SidecarClient } = require('@synerise-sidecar/client');
  *   const sidecar = new SidecarClient('unix:///run/sidecar/sidecar.sock');
  *   const who = await sidecar.resolveIdentity('customer@synerise.com', { identityHash, cookieHeader: req.headers.cookie });
  *   // who.token.jwt -> SR.client.setAccessToken; if (who.setIdentity) SR.client.setUuidAndIdentityHash(who.identityHash, who.uuid)

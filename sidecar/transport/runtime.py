@@ -19,11 +19,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
-from sidecar.transport import fastpath
+from sidecar.transport import fastpath, reflection
 from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
@@ -98,10 +97,7 @@ class Runtime:
         if self.fast is None:
             pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server,
-        )
+        reflection.enable(self.server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         self.addresses: list[str] = []
         self._sockets: list[Path] = []
         for addr in listen:

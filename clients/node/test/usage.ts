@@ -1,5 +1,5 @@
 // Compiled (not run) by types.test.js with `tsc --strict --noEmit`: the declarations describe the API.
-import { SidecarClient, InvalidArgumentError, UnavailableError, type Identity, type Token } from 'sidecar-client';
+import { SidecarClient, InvalidArgumentError, UnavailableError, type Identity, type Token } from '@synerise-sidecar/client';
 
 async function login(email: string, identityHash: string, cookieHeader: string): Promise<string> {
   const sidecar = new SidecarClient('unix:///run/sidecar/sidecar.sock', {
