@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hardening_util import UUID, Recorder, SecretVolume, make_rsa_key, verifies, wait_for
+from hardening_util import UUID, KeyVolume, Recorder, make_rsa_key, verifies, wait_for
 from prometheus_client import CollectorRegistry
 
 from sidecar.domain import keys
@@ -163,47 +163,9 @@ def test_a_key_scheduled_after_its_instant_activates_at_once_and_is_late(loaded)
 
 # --- the watcher ---------------------------------------------------------------------------------
 
-class Files:
-    """A Secret volume with private.pem, and next.pem / next-activates-at beside it when published."""
-
-    def __init__(self, root: Path, key_files: dict[str, Path]) -> None:
-        self.vol = SecretVolume(root, "private.pem")
-        self.key_files = key_files
-        self.root = root
-        self.entries: dict[str, bytes] = {}
-
-    def publish(self, **entries: bytes | None) -> None:
-        for name, data in entries.items():
-            name = name.replace("_", "-").replace("next-pem", "next.pem").replace("private-pem", "private.pem")
-            if data is None:
-                self.entries.pop(name, None)
-            else:
-                self.entries[name] = data
-        self.vol.version += 1
-        vdir = self.root / f"..v{self.vol.version}"
-        vdir.mkdir()
-        for name, data in self.entries.items():
-            (vdir / name).write_bytes(data)
-            os.chmod(vdir / name, 0o600)
-        tmp = self.root / "..data_tmp"
-        os.symlink(vdir.name, tmp)
-        os.replace(tmp, self.root / "..data")
-        for name in ("private.pem", "next.pem", "next-activates-at"):
-            if not (self.root / name).is_symlink():
-                os.symlink(f"..data/{name}", self.root / name)
-
-    def key(self, name: str) -> bytes:
-        return self.key_files[name].read_bytes()
-
-    def rotator(self, holder: KeyHolder, observer: Observed, **kw: object) -> KeyRotator:
-        return KeyRotator(holder, observer, str(self.root / "private.pem"),
-                          next_key_file=str(self.root / "next.pem"),
-                          next_activates_at=f"@{self.root / 'next-activates-at'}", **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture
-def files(tmp_path: Path, key_files: dict[str, Path]) -> Files:
-    f = Files(tmp_path / "secret", key_files)
+def files(tmp_path: Path, key_files: dict[str, Path]) -> KeyVolume:
+    f = KeyVolume(tmp_path / "secret", key_files)
     f.publish(private_pem=f.key("old"))
     return f
 
