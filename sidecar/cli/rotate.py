@@ -19,6 +19,9 @@ from typing import TextIO
 from sidecar.domain import keys
 from sidecar.domain.errors import ConfigError
 
+#: Tokens issued before a sidecar knows T can live this long past it (the default SIDECAR_DEFAULT_TTL).
+LIFETIME_AHEAD = 24 * 3600
+
 #: Names of the two entries the Secret gains (the manifests mount them beside private.pem).
 NEXT_KEY_ENTRY = "next.pem"
 INSTANT_ENTRY = "next-activates-at"
@@ -70,17 +73,29 @@ def plan(at: str, out: str, secret: str, now: float | None = None, stdout: TextI
           f"(in {countdown(instant - now)})", file=stdout)
     for path in written:
         print(f"  wrote {path}", file=stdout)
-    print("\n1. Deploy it now: add next.pem and next-activates-at to the Secret (the private key stays in the patch "
-          "file, off the command line; delete the file afterwards):\n", file=stdout)
+    if instant - now < LIFETIME_AHEAD:
+        print(f"warning: T is only {countdown(instant - now)} away: tokens issued before the sidecars see the next "
+              "key keep their full lifetime (SIDECAR_DEFAULT_TTL, 24h by default) and may outlive T", file=sys.stderr)
+    print("\n1. Deploy it now, at least one token lifetime (SIDECAR_DEFAULT_TTL) before T: add next.pem and "
+          "next-activates-at to the Secret (the private key stays in the patch file, off the command line; "
+          "delete the file afterwards):\n", file=stdout)
     print(f"  kubectl patch secret {secret} --patch-file {patch_path}\n", file=stdout)
     print("   Each sidecar picks both up within a minute; until the instant no token outlives it. Check with "
           "`sidecar rotate status`.\n", file=stdout)
     print(f"2. At {keys.format_instant(instant)} paste this certificate code into Synerise "
           "(Certificate -> Define -> overwrite):\n", file=stdout)
     print(key.certificate_code, file=stdout)
-    print(f"\n3. Later, promote: private.pem = {out}/private.pem in the Secret, and remove next.pem and "
-          "next-activates-at.", file=stdout)
+    print("\n3. Any time after T, promote the next key to the key file in one Secret update (the sidecars "
+          "change nothing: that key already signs):\n", file=stdout)
+    print(f"  {promote_command(secret)}", file=stdout)
     return 0
+
+
+def promote_command(secret: str) -> str:
+    """The ``kubectl`` command that makes next.pem the Secret's private.pem and drops the instant, at once."""
+    ops = [{"op": "move", "from": f"/data/{NEXT_KEY_ENTRY}", "path": "/data/private.pem"},
+           {"op": "remove", "path": f"/data/{INSTANT_ENTRY}"}]
+    return f"kubectl patch secret {secret} --type json -p '{json.dumps(ops, separators=(',', ':'))}'"
 
 
 def status(addr: str, now: float | None = None, stdout: TextIO = sys.stdout) -> int:
