@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -404,3 +405,45 @@ def test_get_public_key_describes_the_next_key_then_switches(start_server, loade
     assert tok.key_id == new.key_id and verifies(tok.jwt, new.public_pem) and not verifies(tok.jwt, old.public_pem)
     v = stub.VerifyToken(pb.VerifyTokenRequest(jwt=tok.jwt))
     assert v.valid and v.key_id == new.key_id
+
+
+def test_the_watcher_switches_at_t_without_any_call(files, loaded) -> None:
+    """Metrics (and so the alerts) follow T even in a sidecar nobody calls."""
+    old, new = loaded["old"], loaded["new"]
+    reg = CollectorRegistry()
+    m = Metrics(reg)
+    m.key_activated(old)
+    holder = KeyHolder(old)
+    t = int(time.time()) + 2
+    files.publish(next_pem=files.key("new"), next_activates_at=iso(t).encode())
+    rot = KeyRotator(holder, m, str(files.root / "private.pem"), next_key_file=str(files.root / "next.pem"),
+                     next_activates_at=f"@{files.root / 'next-activates-at'}", poll_interval=60)
+    rot.start(initial=old)
+    try:
+        while time.time() < t + 0.2:
+            time.sleep(0.01)
+        active = reg.get_sample_value("sidecar_key_info", {"key_id": new.key_id, "state": "active"})
+    finally:
+        rot.stop()
+    assert active == 1  # read from the registry only: the watcher made the switch, at T, not at the next poll
+    assert reg.get_sample_value("sidecar_key_late_activations_total") == 0
+
+
+def test_a_literal_instant_and_a_bad_one(tmp_path, key_files, loaded, caplog) -> None:
+    old, new = loaded["old"], loaded["new"]
+    key = tmp_path / "private.pem"
+    shutil.copy(key_files["old"], key)
+    t = int(time.time()) + 3600
+    holder, obs = KeyHolder(old), Observed()
+    KeyRotator(holder, obs, str(key), next_key_file=str(key_files["new"]),
+               next_activates_at=iso(t)).reload_next("start")
+    assert holder.next is not None and (holder.next.key.key_id, holder.next.activates_at) == (new.key_id, t)
+    holder, obs = KeyHolder(old), Observed()
+    with caplog.at_level(logging.INFO, logger="sidecar.rotation"):
+        rot = KeyRotator(holder, obs, str(key), next_key_file=str(key_files["new"]),
+                         next_activates_at="next tuesday")
+        rot.start(initial=old)
+        rot.stop()
+    assert holder.next is None and holder.current is old and obs.refused == ["instant"]
+    (line,) = rotation_log(caplog)
+    assert "SIDECAR_NEXT_KEY_ACTIVATES_AT: must be an RFC 3339 instant" in line and "nothing is scheduled" in line
