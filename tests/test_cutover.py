@@ -87,6 +87,8 @@ def test_instant_forms(text: str, unix: int) -> None:
     ("2026-13-03T10:00:00Z", "not a valid date"),
     ("2026-12-03T10:00:60Z", "not a valid date"),
     ("2026-12-03T10:00:00Z\n\n", "RFC 3339"),
+    ("1969-12-31T23:59:59Z", "after 1970"),
+    ("9999-12-31T23:59:59-01:00", "before 10000"),
     ("", "RFC 3339"),
 ])
 def test_bad_instants_name_the_rule(text: str, rule: str) -> None:

@@ -215,6 +215,8 @@ def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
     return written
 
 
+#: 9999-12-31T23:59:59Z, the last instant a protobuf Timestamp holds.
+MAX_INSTANT = 253402300799
 #: RFC 3339 date-time with a mandatory offset (``Z`` or ``+hh:mm``); a space may stand for ``T``.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -239,7 +241,10 @@ def parse_instant(text: str, source: str) -> int:
         raise ConfigError(f"{source}: not a valid date and time ({exc}), got {value[:40]!r}") from None
     if instant.microsecond:
         raise ConfigError(f"{source}: must be a whole second (token expiry is whole seconds), got {value[:40]!r}")
-    return int(instant.timestamp())
+    seconds = int(instant.timestamp())
+    if not 0 < seconds <= MAX_INSTANT:
+        raise ConfigError(f"{source}: must be after 1970 and before 10000 (UTC), got {value[:40]!r}")
+    return seconds
 
 
 def format_instant(unix_seconds: float) -> str:

@@ -204,8 +204,8 @@ class KeyRotator:
             return True
 
     def _refused(self, trigger: str, state: object, old: SigningKey | None, why: str) -> None:
-        if not self._refusals.first("key_file", state, why):
-            return  # the same file, bad the same way: tried again, reported once
+        if not self._refusals.first("key_file", state, why) and trigger != "SIGHUP":
+            return  # the same file, bad the same way: tried again, reported once (unless asked by SIGHUP)
         self.observer.key_reload("failure")
         log.error("key reload (%s) refused, keeping key %s: %s", trigger, old.key_id if old else "-", why)
 
@@ -274,7 +274,7 @@ class KeyRotator:
         return instant
 
     def _next_refused(self, trigger: str, what: str, state: object, why: str) -> Literal[False]:
-        if self._refusals.first(what, state, why):
+        if self._refusals.first(what, state, why) or trigger == "SIGHUP":
             self.observer.next_key_refused(what)
             pending = self.holder.next
             keeping = (f"keeping the schedule of {pending.key.key_id} at {format_instant(pending.activates_at)}"
