@@ -14,9 +14,9 @@ calls arriving during the swap get either key, never an error. A bad new key
 is refused: the old key stays active, one log line says why, and
 ``observer.key_reload("failure")`` counts it. A failed reload is tried again
 on every poll until it succeeds (a failure to read can be passing, e.g. out
-of file descriptors); a file that stays bad the same way is reported once,
-not on every poll. A key file holding the key that is already active is a
-no-op: no swap, no purge, no log line.
+of file descriptors); a file that stays bad the same way is reported once
+(and again on SIGHUP), not on every poll. A key file holding the key that is
+already active is a no-op: no swap, no purge, no log line.
 
 The next key (``SIDECAR_NEXT_KEY_FILE``) and its instant T
 (``SIDECAR_NEXT_KEY_ACTIVATES_AT``: an RFC 3339 instant, or ``@file`` holding
