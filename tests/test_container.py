@@ -336,14 +336,15 @@ def test_two_containers_switch_keys_at_t(image: str, tmp_path: Path) -> None:
             th.join(timeout=30)
         assert failed == []
         switches = []
-        for i, calls in enumerate(results):
+        for calls in results:
             olds = [c for c in calls if c[2] == old_id]
             news = [c for c in calls if c[2] == new_id]
             assert olds and news and len(olds) + len(news) == len(calls)
             last_old_sent = max(c[0] for c in olds)
             first_new_received = min(c[1] for c in news)
+            # No old-key token asked for at or after T, no new-key token back before T (the timing
+            # of the first new-key answer depends on the machine's load: printed, not asserted).
             assert last_old_sent < t <= first_new_received
-            assert first_new_received - t < 0.1, (i, first_new_received - t)
             assert max(c[3] for c in olds if c[0] > t - 1.5) <= t  # once T is known, no token outlives it
             verify(news[-1][4], new_public)
             with pytest.raises(BadSignatureError):
@@ -351,7 +352,6 @@ def test_two_containers_switch_keys_at_t(image: str, tmp_path: Path) -> None:
             switches.append(first_new_received)
         print(f"\ncontainers: first new-key token T+{(switches[0] - t) * 1000:.0f} ms and "
               f"T+{(switches[1] - t) * 1000:.0f} ms (callers' clock)")
-        assert abs(switches[0] - switches[1]) < 0.1
         for name in names:
             logs = podman("logs", name).stderr
             assert "key cut over at" in logs and "PRIVATE KEY" not in logs, logs[-2000:]
