@@ -104,7 +104,7 @@ def test_processes_and_workers_switch_at_t_together(spawn_sidecar, tmp_path: Pat
             "--next-key-file", str(vol.root / "next.pem"),
             "--next-key-activates-at", f"@{vol.root / 'next-activates-at'}", *extra[name],
             env={"SIDECAR_THREADS": "2"})
-    t = math.ceil(time.time()) + 5
+    t = math.ceil(time.time()) + 6
     until = t + 1.0
     calls: dict[str, list[Calls]] = {name: [] for name in names}
     threads = []
@@ -115,9 +115,9 @@ def test_processes_and_workers_switch_at_t_together(spawn_sidecar, tmp_path: Pat
             threads.append(threading.Thread(target=caller, args=(procs[name].addr, until, c), daemon=True))
     for th in threads:
         th.start()
-    # The next key arrives at a different moment in each: now, 2.5 s and 1.6 s before T (polled every second).
+    # The next key arrives at a different moment in each: now, 3.5 s and 2.5 s before T (polled every second).
     delivered = {}
-    for name, at in (("one-worker", time.time()), ("two-workers", t - 2.5), ("stock-path", t - 1.6)):
+    for name, at in (("one-worker", time.time()), ("two-workers", t - 3.5), ("stock-path", t - 2.5)):
         time.sleep(max(0.0, at - time.time()))
         vols[name].publish(next_pem=vols[name].key("new"), next_activates_at=f"{keys.format_instant(t)}\n".encode())
         delivered[name] = time.time() - t
@@ -135,12 +135,14 @@ def test_processes_and_workers_switch_at_t_together(spawn_sidecar, tmp_path: Pat
         news = [r for r in ok if r[2] == new.key_id]
         assert len(olds) + len(news) == len(ok) and olds and news, name
         # Tokens issued before a worker knew T may outlive it (deploy the next key a lifetime ahead);
-        # once it knows, none does.
+        # once it knows, none does. Judged by when the call was sent: the audit record's time is when
+        # it was written, which on a loaded machine can be long after the key was chosen.
         known = scheduled_at(procs[name].stderr())
         assert len(known) == (2 if name == "two-workers" else 1), procs[name].stderr()[-3000:]
         knew = max(known.values())
         capped = [r for r in olds if r[0] > knew]
-        assert capped and all(exp <= t for _, _, _, exp, _ in capped), "an old-key token outlives T"
+        assert capped, (name, knew - t, max(sent for sent, *_ in olds) - t)
+        assert all(exp <= t for _, _, _, exp, _ in capped), "an old-key token outlives T"
         assert all(sent < t for sent, *_ in olds), "an old-key token was asked for at or after T"
         assert all(received >= t for _, received, *_ in news), "a new-key token came back before T"
         for _, _, _, _, jwt in olds[-3:]:
@@ -154,7 +156,6 @@ def test_processes_and_workers_switch_at_t_together(spawn_sidecar, tmp_path: Pat
         by_pid: dict[int, list[tuple[float, str, int]]] = {}
         for pid, at, kid, exp in audit_tokens(procs[name].stderr()):
             by_pid.setdefault(pid, []).append((at, kid, exp))
-            assert kid != old.key_id or at <= known[pid] + 0.002 or exp <= t
         for pid, tokens in sorted(by_pid.items()):
             old_at = [at for at, kid, _ in tokens if kid == old.key_id]
             new_at = [at for at, kid, _ in tokens if kid == new.key_id]

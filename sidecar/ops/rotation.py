@@ -298,12 +298,12 @@ class KeyRotator:
                                  and pending.activates_at == wanted.activates_at):
             return False
         now = self.clock()
-        if now < wanted.activates_at:
+        self.holder.schedule(wanted.key, wanted.activates_at)  # past T: active at once (see _cut_over)
+        if self.holder.next is not None:  # first schedule, then tell: a log line can wait on its writer
             self.observer.next_key(wanted.key, wanted.activates_at)
             log.info("next key %s (%d bits) scheduled (%s) for %s, in %.0f s: until then %s signs and no token "
                      "outlives that instant", wanted.key.key_id, wanted.key.bits, trigger,
                      format_instant(wanted.activates_at), wanted.activates_at - now, active.key_id)
-        self.holder.schedule(wanted.key, wanted.activates_at)  # past T: active at once (see _cut_over)
         return True
 
     def _cut_over(self, old: SigningKey, scheduled: Scheduled, late: float) -> None:
