@@ -104,3 +104,40 @@ def test_bad_next_key_and_instant_never_stop_serving_and_status_shows_the_schedu
     assert any("not a private key" in line for line in refused)
     assert any("RFC 3339" in line for line in refused)
     assert "not a key at all" not in err
+
+
+def test_metrics_with_workers_show_the_schedule_then_the_switch(spawn_sidecar, tmp_path: Path) -> None:
+    """With ``--workers 2`` the master serves the workers' sum: next key and T before, the new
+    active key after, the old one at 0 (series cannot be removed across processes)."""
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    old_path, new_path = make_rsa_key(tmp_path / "old.pem"), make_rsa_key(tmp_path / "new.pem")
+    old, new = keys.load(str(old_path)), keys.load(str(new_path))
+    vol = KeyVolume(tmp_path / "secret", {"old": old_path, "new": new_path})
+    t = math.ceil(time.time()) + 8
+    vol.publish(private_pem=vol.key("old"), next_pem=vol.key("new"), next_activates_at=keys.format_instant(t).encode())
+    metrics_addr = f"127.0.0.1:{free_port()}"
+    p = spawn_sidecar("--key-file", str(vol.root / "private.pem"), "--uuid-salt", "s", "--workers", "2",
+                      "--next-key-file", str(vol.root / "next.pem"),
+                      "--next-key-activates-at", f"@{vol.root / 'next-activates-at'}",
+                      env={"SIDECAR_METRICS_ADDR": metrics_addr})
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=5).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(("sidecar_key_info", "sidecar_key_next_activation"))}
+
+    before = scrape()
+    assert before[f'sidecar_key_info{{key_id="{old.key_id}",state="active"}}'] == 1
+    assert before[f'sidecar_key_info{{key_id="{new.key_id}",state="next"}}'] == 1
+    assert before["sidecar_key_next_activation_timestamp_seconds"] == t
+    time.sleep(max(0.0, t - time.time()) + 0.3)  # no call at all: the watchers switch at T
+    after = scrape()
+    assert after[f'sidecar_key_info{{key_id="{new.key_id}",state="active"}}'] == 1
+    assert after[f'sidecar_key_info{{key_id="{old.key_id}",state="active"}}'] == 0
+    assert after[f'sidecar_key_info{{key_id="{new.key_id}",state="next"}}'] == 0
+    assert after["sidecar_key_next_activation_timestamp_seconds"] == 0
+    code, err = p.stop()
+    assert code == 0 and err.count("key cut over at") == 2, err[-2000:]
