@@ -105,7 +105,7 @@ class Config:
         KEYS, default_doc="none"))
     next_key_activates_at: str | None = field(default=None, metadata=setting(
         "SIDECAR_NEXT_KEY_ACTIVATES_AT", "--next-key-activates-at", text(strip=True, metavar="INSTANT"),
-        "when the next key starts signing: an RFC 3339 instant with offset (`2026-12-03T10:00:00Z`), or `@FILE` "
+        "when the next key starts signing: an RFC 3339 instant with offset, whole seconds (`2026-12-03T10:00:00Z`), or `@FILE` "
         "holding one (watched); until then no token outlives it", KEYS, default_doc="none"))
     key_poll_interval: timedelta = field(default=timedelta(seconds=1), metadata=setting(
         "SIDECAR_KEY_POLL_INTERVAL", "--key-poll-interval",
