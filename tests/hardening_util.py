@@ -16,7 +16,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-from sidecar.domain.keys import PublicKeyInfo
+from sidecar.domain.keys import KeyHolder, PublicKeyInfo
+from sidecar.ops.rotation import KeyRotator
 from sidecar.service.observer import Observer
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
@@ -198,3 +199,41 @@ def make_pki(d: Path) -> dict[str, Path]:
     for p in d.glob("*.key"):
         os.chmod(p, 0o600)
     return {p.stem if p.suffix == ".pem" else p.name: p for p in d.iterdir()}
+
+
+class KeyVolume:
+    """A Secret volume with private.pem, and next.pem / next-activates-at beside it when published."""
+
+    def __init__(self, root: Path, key_files: dict[str, Path]) -> None:
+        self.vol = SecretVolume(root, "private.pem")
+        self.key_files = key_files
+        self.root = root
+        self.entries: dict[str, bytes] = {}
+
+    def publish(self, **entries: bytes | None) -> None:
+        for name, data in entries.items():
+            name = name.replace("_", "-").replace("next-pem", "next.pem").replace("private-pem", "private.pem")
+            if data is None:
+                self.entries.pop(name, None)
+            else:
+                self.entries[name] = data
+        self.vol.version += 1
+        vdir = self.root / f"..v{self.vol.version}"
+        vdir.mkdir()
+        for name, data in self.entries.items():
+            (vdir / name).write_bytes(data)
+            os.chmod(vdir / name, 0o600)
+        tmp = self.root / "..data_tmp"
+        os.symlink(vdir.name, tmp)
+        os.replace(tmp, self.root / "..data")
+        for name in ("private.pem", "next.pem", "next-activates-at"):
+            if not (self.root / name).is_symlink():
+                os.symlink(f"..data/{name}", self.root / name)
+
+    def key(self, name: str) -> bytes:
+        return self.key_files[name].read_bytes()
+
+    def rotator(self, holder: KeyHolder, observer: Observer, **kw: object) -> KeyRotator:
+        return KeyRotator(holder, observer, str(self.root / "private.pem"),
+                          next_key_file=str(self.root / "next.pem"),
+                          next_activates_at=f"@{self.root / 'next-activates-at'}", **kw)  # type: ignore[arg-type]

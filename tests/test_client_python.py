@@ -145,8 +145,25 @@ def test_issue_token_and_public_key(start_server: Callable[..., Running], openss
     assert key.certificate_code_bare == key.certificate_code.removeprefix("-----BEGIN PUBLIC KEY-----") \
         .removesuffix("-----END PUBLIC KEY-----")
     assert key.bits == 2048 and key.key_id == token.key_id == key.jwk["kid"]
+    assert key.next_key is None
     # the JWK the client parsed verifies the token on its own
     jose_jwt.decode(token.jwt, RSAKey.import_key(key.jwk), algorithms=["RS256"])
+
+
+def test_public_key_carries_the_scheduled_next_key(start_server: Callable[..., Running]) -> None:
+    from sidecar.domain import keys
+
+    server = start_server()
+    nxt = keys.generate()
+    t = int(datetime.now(UTC).timestamp()) + 3600
+    server.sidecar.keys.schedule(nxt, t)
+    with SidecarClient(server.unix) as client:
+        key = client.get_public_key()
+    assert key.next_key is not None
+    assert (key.next_key.key_id, key.next_key.pem, key.next_key.activates_at) == (
+        nxt.key_id, nxt.public_pem, datetime.fromtimestamp(t, UTC))
+    assert key.next_key.certificate_code == nxt.certificate_code
+    assert key.next_key.certificate_code_bare == nxt.certificate_code_bare
 
 
 @pytest.mark.parametrize("call, field", [

@@ -75,6 +75,17 @@ export interface PublicKey {
   jwk: Record<string, string>;
   keyId: string;
   bits: number;
+  /** The key scheduled to sign from `activatesAt` (a scheduled cut-over); null when none is. */
+  nextKey: NextKey | null;
+}
+
+export interface NextKey {
+  pem: string;
+  /** Paste this into Synerise at `activatesAt`. */
+  certificateCode: string;
+  certificateCodeBare: string;
+  keyId: string;
+  activatesAt: Date;
 }
 
 export interface Verification {

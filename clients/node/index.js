@@ -207,12 +207,17 @@ class SidecarClient {
     return token(r.token);
   }
 
-  /** The active public key: PEM, Synerise certificate code, JWK, key id. */
+  /** The active public key: PEM, Synerise certificate code, JWK, key id; and the next key, when one is scheduled. */
   async getPublicKey({ timeoutMs } = {}) {
     const r = await this.call('GetPublicKey', {}, timeoutMs);
+    const n = r.next_key;
     return {
       pem: r.pem, certificateCode: r.certificate_code, certificateCodeBare: r.certificate_code_bare,
       jwk: r.jwk ? JSON.parse(r.jwk) : {}, keyId: r.key_id, bits: r.bits,
+      nextKey: n ? {
+        pem: n.pem, certificateCode: n.certificate_code, certificateCodeBare: n.certificate_code_bare,
+        keyId: n.key_id, activatesAt: toDate(n.activates_at),
+      } : null,
     };
   }
 

@@ -98,6 +98,15 @@ class Config:
     production: bool = field(default=False, metadata=setting(
         None, "--production", SWITCH,
         "refuse development mode: a key and a salt must be configured", KEYS))
+    next_key_file: str | None = field(default=None, metadata=setting(
+        "SIDECAR_NEXT_KEY_FILE", "--next-key-file", PATH,
+        "the next private key (same formats and checks as `SIDECAR_KEY_FILE`), signing from "
+        "`SIDECAR_NEXT_KEY_ACTIVATES_AT`; watched, a missing file is normal (see [Security](security.md#rotating-with-synerise))",
+        KEYS, default_doc="none"))
+    next_key_activates_at: str | None = field(default=None, metadata=setting(
+        "SIDECAR_NEXT_KEY_ACTIVATES_AT", "--next-key-activates-at", text(strip=True, metavar="INSTANT"),
+        "when the next key starts signing: an RFC 3339 instant with offset, whole seconds (`2026-12-03T10:00:00Z`), or `@FILE` "
+        "holding one (watched); until then no token outlives it", KEYS, default_doc="none"))
     key_poll_interval: timedelta = field(default=timedelta(seconds=1), metadata=setting(
         "SIDECAR_KEY_POLL_INTERVAL", "--key-poll-interval",
         duration(timedelta(0), timedelta(hours=1), lo_open=True),
@@ -224,6 +233,7 @@ class Config:
                 "SIDECAR_UUID_SALT: must be set when a key is configured (an empty value, set on purpose, is allowed)"
             )
         _check_transport_security(self)
+        _check_next_key(self)
 
     @property
     def dev_mode(self) -> bool:
@@ -270,6 +280,17 @@ def is_loopback(addr: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_next_key(cfg: Config) -> None:
+    """The next key and its instant come together, beside a key file. Their content is checked
+    while serving (a bad next key or instant never stops the sidecar), not here."""
+    if (cfg.next_key_file is None) != (cfg.next_key_activates_at is None):
+        raise ConfigError("SIDECAR_NEXT_KEY_FILE and SIDECAR_NEXT_KEY_ACTIVATES_AT: set both or neither")
+    if cfg.next_key_file is not None and cfg.key_file is None:
+        raise ConfigError("SIDECAR_NEXT_KEY_FILE: needs SIDECAR_KEY_FILE (development mode has no key to rotate)")
+    if cfg.next_key_activates_at == "@":
+        raise ConfigError("SIDECAR_NEXT_KEY_ACTIVATES_AT: '@' must be followed by a file name")
 
 
 def _check_transport_security(cfg: Config) -> None:

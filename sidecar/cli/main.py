@@ -50,10 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--addr", help="server address (default: the first of SIDECAR_LISTEN)")
     h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
 
+    _rotate_parsers(sub)
+
     d = sub.add_parser("demo", help="start a development-mode server, resolve identities through it, print the results")
     d.add_argument("--email", default="customer@synerise.com")
     _events_parsers(sub)
     return parser
+
+
+def _rotate_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sidecar.cli import rotate
+
+    r = sub.add_parser("rotate", help="scheduled key cut-over: plan the next key, show the schedule")
+    r_sub = r.add_subparsers(dest="rotate_command", required=True, metavar="SUBCOMMAND")
+    plan = r_sub.add_parser("plan", help="make the next key, print the kubectl command and the certificate code")
+    plan.add_argument("--at", required=True, metavar="INSTANT",
+                      help="when the next key starts signing: RFC 3339 with offset, e.g. 2026-12-03T10:00:00Z")
+    plan.add_argument("--out", default="next-key", help="directory to write the key and the Secret patch into")
+    plan.add_argument("--secret", default=rotate.DEFAULT_SECRET, help="name of the Kubernetes Secret")
+    st = r_sub.add_parser("status", help="active and next key ids, the instant and the countdown")
+    st.add_argument("--addr", help="server address (default: the first of SIDECAR_LISTEN)")
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from sidecar.cli import rotate
+
+    if args.rotate_command == "plan":
+        return rotate.plan(args.at, args.out, args.secret)
+    return rotate.status(args.addr or _default_addr())
 
 
 def _events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -235,7 +259,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.update({"events": cmd_events, "verify": cmd_verify})
+COMMANDS.update({"events": cmd_events, "verify": cmd_verify, "rotate": cmd_rotate})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

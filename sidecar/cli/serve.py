@@ -82,6 +82,7 @@ def key_rotator(cfg: Config, sidecar: Sidecar) -> KeyRotator | None:
     if cfg.key_file is None:
         return None
     return KeyRotator(sidecar.keys, sidecar.observer, cfg.key_file, cfg.key_passphrase_file,
+                      next_key_file=cfg.next_key_file, next_activates_at=cfg.next_key_activates_at,
                       poll_interval=cfg.key_poll_interval.total_seconds(),
                       allow_insecure_permissions=cfg.allow_insecure_key_permissions)
 
@@ -138,9 +139,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
                                                                     reuse_port=reuse_port, unix=unix))
     rotator = key_rotator(cfg, sidecar)
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=rotator.request_reload if rotator else _no_key_file)
-    runtime.start()
     if rotator is not None:
-        rotator.start(initial=key)
+        rotator.start(initial=key)  # before serving: a scheduled cut-over limits the very first token
+    runtime.start()
     from sidecar.ops.supervisor import WORKER_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode

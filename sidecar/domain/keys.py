@@ -15,17 +15,19 @@ import base64
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sidecar.domain.errors import NoKey, UnusableKey
+from sidecar.domain.errors import ConfigError, NoKey, UnusableKey
 
 MIN_BITS = 2048
 PEM_HEADER = "-----BEGIN PUBLIC KEY-----"
@@ -213,37 +215,168 @@ def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
     return written
 
 
-class KeyHolder:
-    """The active signing key, swapped atomically on rotation.
+#: 9999-12-31T23:59:59Z, the last instant a protobuf Timestamp holds.
+MAX_INSTANT = 253402300799
+#: RFC 3339 date-time with a mandatory offset (``Z`` or ``+hh:mm``); a space may stand for ``T``.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
-    Readers take one reference (:attr:`current`) and use it for a whole call,
-    so a swap never mixes two keys in one token.
+
+def parse_instant(text: str, source: str) -> int:
+    """An RFC 3339 instant with offset as unix seconds; one trailing newline is allowed.
+
+    Whole seconds only: a token's ``exp`` is whole seconds, so a cut-over
+    between two seconds could not be honoured. Raises :class:`ConfigError`
+    naming ``source`` and the rule.
+
+    >>> parse_instant("2026-12-03T10:00:00Z\\n", "test")
+    1796292000
+    """
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not _RFC3339.fullmatch(value):
+        raise ConfigError(f"{source}: must be an RFC 3339 instant with offset, e.g. 2026-12-03T10:00:00Z, "
+                          f"got {value[:40]!r}")
+    try:
+        instant = datetime.fromisoformat(value.upper().replace(" ", "T").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: not a valid date and time ({exc}), got {value[:40]!r}") from None
+    if instant.microsecond:
+        raise ConfigError(f"{source}: must be a whole second (token expiry is whole seconds), got {value[:40]!r}")
+    seconds = int(instant.timestamp())
+    if not 0 < seconds <= MAX_INSTANT:
+        raise ConfigError(f"{source}: must be after 1970 and before 10000 (UTC), got {value[:40]!r}")
+    return seconds
+
+
+def format_instant(unix_seconds: float) -> str:
+    """``2026-12-03T10:00:00Z``: how the sidecar writes an instant back."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A next key and the instant it becomes the signing key (unix seconds)."""
+
+    key: SigningKey
+    activates_at: int
+
+
+class KeyHolder:
+    """The active signing key, swapped atomically on rotation, and the next key, if one is scheduled.
+
+    Readers take one reference (:attr:`current`, or :meth:`at` when signing)
+    and use it for a whole call, so a swap never mixes two keys in one token.
+
+    A scheduled next key becomes the active key at its instant T by this
+    holder's ``clock``: the first reader at or after T makes the switch (so
+    every process sharing the clock switches at the same instant, without
+    any message between them), and until then :meth:`at` tells the signer
+    to let no token outlive T.
+
+    >>> a, b = generate(), generate()
+    >>> now = [100.0]
+    >>> h = KeyHolder(a, clock=lambda: now[0])
+    >>> h.schedule(b, 200)
+    >>> h.at(150.0) == (a, 200), h.current is a
+    (True, True)
+    >>> now[0] = 200.0
+    >>> h.current is b, h.next
+    (True, None)
     """
 
-    def __init__(self, key: SigningKey | None = None) -> None:
+    def __init__(self, key: SigningKey | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self._key = key
+        self._next: Scheduled | None = None
+        self._clock = clock
         self._lock = threading.Lock()
         self._listeners: list[Callable[[SigningKey | None, SigningKey], None]] = []
+        self._cutover_listeners: list[Callable[[SigningKey, Scheduled, float], None]] = []
 
     @property
     def current(self) -> SigningKey:
+        """The active key now (making a due scheduled key active first)."""
+        return self.at(self._clock())[0]
+
+    def at(self, now: float) -> tuple[SigningKey, int | None]:
+        """The key that signs at ``now`` and the expiry no token may pass (``None``: no limit)."""
+        nxt = self._next
+        if nxt is not None:
+            if now >= nxt.activates_at:
+                return self._activate(nxt, late=0.0), None
+            key = self._key
+            if key is not None:
+                return key, nxt.activates_at
         key = self._key
         if key is None:
             raise NoKey("no signing key is loaded")
-        return key
+        return key, None
 
     @property
     def loaded(self) -> bool:
         return self._key is not None
 
+    @property
+    def next(self) -> Scheduled | None:
+        """The scheduled next key, if any and not yet active."""
+        nxt = self._next
+        if nxt is not None and self._clock() >= nxt.activates_at:
+            self._activate(nxt, late=0.0)
+            return None
+        return nxt
+
+    def snapshot(self) -> tuple[SigningKey, Scheduled | None]:
+        """The active key and the scheduled one, as one consistent pair (``GetPublicKey``)."""
+        self.current  # noqa: B018 - a due key becomes active first
+        with self._lock:
+            key, nxt = self._key, self._next
+        if key is None:
+            raise NoKey("no signing key is loaded")
+        return key, nxt
+
     def on_swap(self, listener: Callable[[SigningKey | None, SigningKey], None]) -> None:
         """Call ``listener(old, new)`` after every swap (caches, metrics)."""
         self._listeners.append(listener)
 
+    def on_cutover(self, listener: Callable[[SigningKey, Scheduled, float], None]) -> None:
+        """Call ``listener(old, scheduled, late)`` after a scheduled key became active
+        (after the :meth:`on_swap` listeners); ``late`` is how long after T the key
+        arrived (0: it was there before T)."""
+        self._cutover_listeners.append(listener)
+
     def swap(self, key: SigningKey) -> SigningKey | None:
-        """Make ``key`` active; returns the previous key."""
+        """Make ``key`` active now; returns the previous key."""
         with self._lock:
             old, self._key = self._key, key
         for listener in self._listeners:
             listener(old, key)
         return old
+
+    def schedule(self, key: SigningKey, activates_at: int) -> None:
+        """Make ``key`` the signing key at ``activates_at``; at once (counted late) if that has passed."""
+        nxt = Scheduled(key, activates_at)
+        with self._lock:
+            self._next = nxt
+        now = self._clock()
+        if now >= activates_at:
+            self._activate(nxt, late=now - activates_at)
+
+    def unschedule(self) -> Scheduled | None:
+        """Drop the scheduled key (before T); returns it, or ``None`` if nothing was pending."""
+        self.next  # noqa: B018 - a due key becomes active rather than being dropped
+        with self._lock:
+            nxt, self._next = self._next, None
+        return nxt
+
+    def _activate(self, nxt: Scheduled, late: float) -> SigningKey:
+        with self._lock:
+            if self._next is not nxt:  # another reader switched already, or it was dropped
+                key = self._key
+                if key is None:
+                    raise NoKey("no signing key is loaded")
+                return key
+            old, self._key, self._next = self._key, nxt.key, None
+        for listener in self._listeners:
+            listener(old, nxt.key)
+        if old is not None:
+            for cutover in self._cutover_listeners:
+                cutover(old, nxt, late)
+        return nxt.key

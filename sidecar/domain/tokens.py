@@ -52,19 +52,24 @@ class Token(NamedTuple):
     uuid: str = ""
 
 
-def claims(email: str, uuid: str, now: float, ttl: timedelta) -> dict[str, object]:
+def claims(email: str, uuid: str, now: float, ttl: timedelta, not_after: int | None = None) -> dict[str, object]:
     """The payload Synerise expects: ``exp`` (whole unix seconds), ``uuid``, ``email``.
 
-    ``exp`` is rounded down so the lifetime never exceeds ``ttl``.
+    ``exp`` is rounded down so the lifetime never exceeds ``ttl``, and is at
+    most ``not_after`` (a scheduled key cut-over: no token outlives its key).
     """
     if not timedelta(0) < ttl < MAX_TTL:
         raise ValueError(f"token lifetime {ttl} is outside (0, 7 days)")
-    return {"exp": math.floor(now + ttl.total_seconds()), "uuid": uuid, "email": email}
+    exp = math.floor(now + ttl.total_seconds())
+    if not_after is not None and exp > not_after:
+        exp = not_after
+    return {"exp": exp, "uuid": uuid, "email": email}
 
 
-def sign(key: SigningKey, email: str, uuid: str, ttl: timedelta, clock: Callable[[], float]) -> Token:
-    """Sign a token for ``email`` and ``uuid`` valid for ``ttl`` from ``clock()``."""
-    payload = claims(email, uuid, clock(), ttl)
+def sign(key: SigningKey, email: str, uuid: str, ttl: timedelta, clock: Callable[[], float],
+         not_after: int | None = None) -> Token:
+    """Sign a token for ``email`` and ``uuid`` valid for ``ttl`` from ``clock()``, expiring by ``not_after``."""
+    payload = claims(email, uuid, clock(), ttl, not_after)
     signing_input = _HEADER_PART + b"." + b64url(_JSON.encode(payload).encode())
     signature = key.private_key.sign(signing_input, _PADDING, _SHA256)
     token = (signing_input + b"." + b64url(signature)).decode("ascii")

@@ -32,6 +32,15 @@ class Observer:
     def key_reload(self, result: str) -> None:
         """A key reload ended with ``result``: ``success`` or ``failure``."""
 
+    def next_key(self, key: PublicKeyInfo | None, activates_at: int | None) -> None:
+        """``key`` is scheduled to sign from ``activates_at`` (unix seconds); ``None``: nothing is."""
+
+    def next_key_refused(self, what: str) -> None:
+        """A next-key setting was refused: ``what`` is ``key`` or ``instant``."""
+
+    def key_late(self, seconds: float) -> None:
+        """A next key arrived ``seconds`` after its instant and became active at once."""
+
     def event_decision(self, decision: str, rule: str) -> None:
         """``EvaluateEvent`` decided ``decision`` by ``rule``."""
 
@@ -67,6 +76,18 @@ class Observers(Observer):
     def key_reload(self, result: str) -> None:
         for o in self.observers:
             o.key_reload(result)
+
+    def next_key(self, key: PublicKeyInfo | None, activates_at: int | None) -> None:
+        for o in self.observers:
+            o.next_key(key, activates_at)
+
+    def next_key_refused(self, what: str) -> None:
+        for o in self.observers:
+            o.next_key_refused(what)
+
+    def key_late(self, seconds: float) -> None:
+        for o in self.observers:
+            o.key_late(seconds)
 
     def event_decision(self, decision: str, rule: str) -> None:
         for o in self.observers:

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from sidecar.domain import cookies, event_policy, identity, tokens, validation, verify
 from sidecar.domain.errors import InvalidArgument
-from sidecar.domain.keys import KeyHolder, SigningKey
+from sidecar.domain.keys import KeyHolder, Scheduled, SigningKey
 from sidecar.service.cache import TokenCache
 from sidecar.service.observer import Observer
 
@@ -96,15 +96,21 @@ class Sidecar:
         return token
 
     def _sign(self, email: str, uuid_: str, lifetime: timedelta) -> tokens.Token:
-        key = self.keys.current  # one reference for the whole call: a swap never mixes keys
+        now = self.clock()
+        # One key for the whole call (a swap never mixes keys), and, while a next key is
+        # scheduled, its instant T: no token signed before T lives past it.
+        key, not_after = self.keys.at(now)
+        seconds = lifetime.total_seconds()
+        if not_after is not None:
+            seconds = min(seconds, not_after - now)  # a cached token must not outlive T either
         cache = self.cache
         if cache is not None:
-            cached = cache.get(email, uuid_, lifetime.total_seconds(), key.key_id)
+            cached = cache.get(email, uuid_, seconds, key.key_id)
             self.observer.token_cache(cached is not None)
             if cached is not None:
                 return cached
         started = time.perf_counter()
-        token = tokens.sign(key, email, uuid_, lifetime, self.clock)
+        token = tokens.sign(key, email, uuid_, lifetime, lambda: now, not_after)
         self.observer.signed(time.perf_counter() - started)
         if cache is not None:
             cache.put(email, uuid_, token)
@@ -113,6 +119,10 @@ class Sidecar:
     def public_key(self) -> SigningKey:
         """The active key's public description."""
         return self.keys.current
+
+    def public_keys(self) -> tuple[SigningKey, Scheduled | None]:
+        """The active key and the key scheduled to sign from its instant T, if any (``GetPublicKey``)."""
+        return self.keys.snapshot()
 
     def verify_token(self, jwt: str) -> verify.Verdict:
         """Check a token the way Synerise does (``VerifyToken``); an empty one is a bad request."""

@@ -70,6 +70,10 @@ REASONS: tuple[str, ...] = (
 OTHER = "other"
 OUTCOMES = tuple(o.value for o in Outcome)
 RELOAD_RESULTS = ("success", "failure")
+#: Values of ``state`` in ``sidecar_key_info``.
+KEY_STATES = ("active", "next")
+#: What a next-key refusal was about (``sidecar_next_key_refusals_total{what}``).
+NEXT_KEY_REFUSALS = ("key", "instant")
 CACHE_RESULTS = ("hit", "miss")
 #: VerifyToken answers: a valid token, or the first rule it breaks.
 VERIFY_RESULTS = ("valid", *verify.REASONS)
@@ -114,6 +118,27 @@ class Metrics(Observer):
                                 "Unix time the active signing key was loaded.", multiprocess_mode="livemax", registry=r)
         self.key_reloads_total = Counter("sidecar_key_reloads", "Key reloads (SIGHUP, file change) by result.",
                                          ["result"], registry=r)
+        # The scheduled cut-over (SPEC §8).
+        self.key_state_info = Gauge(
+            "sidecar_key_info", "1 for the active key and for the scheduled next key (0: no longer so); "
+            "key_id = RFC 7638 thumbprint.", ["key_id", "state"], multiprocess_mode="livemax", registry=r)
+        self.next_activation = Gauge(
+            "sidecar_key_next_activation_timestamp_seconds",
+            "Unix time the scheduled next key starts signing; 0 when none is scheduled.",
+            multiprocess_mode="livemax", registry=r)
+        self.next_key_refusals_total = Counter(
+            "sidecar_next_key_refusals", "Next-key settings refused (nothing changed), by what was bad.",
+            ["what"], registry=r)
+        self.late_activations_total = Counter(
+            "sidecar_key_late_activations", "Next keys that arrived after their instant and became active at once.",
+            registry=r)
+        self.late_activation_seconds = Gauge(
+            "sidecar_key_late_activation_seconds", "How late (seconds after its instant) the last late next key "
+            "became active.", multiprocess_mode="livemax", registry=r)
+        for what in NEXT_KEY_REFUSALS:
+            self.next_key_refusals_total.labels(what)
+        self.next_activation.set(0)
+        self._next: str | None = None
         self.event_decisions_total = Counter("sidecar_event_decisions", "EvaluateEvent decisions by deciding rule.",
                                              ["decision", "rule"], registry=r)
         self.token_cache_total = Counter("sidecar_token_cache_requests", "Token cache look-ups by result.",
@@ -161,6 +186,31 @@ class Metrics(Observer):
                 self.key_info.remove(*old)
         self.key_info.labels(*labels).set(1)
         self.key_loaded.set(key.loaded_at)
+        if old is not None and old[0] != key.key_id:
+            self._drop_state(old[0], "active")
+        self.key_state_info.labels(key.key_id, "active").set(1)
+
+    def _drop_state(self, key_id: str, state: str) -> None:
+        if multiprocess_enabled():
+            self.key_state_info.labels(key_id, state).set(0)  # removal is not supported across processes
+        else:
+            self.key_state_info.remove(key_id, state)
+
+    def next_key(self, key: PublicKeyInfo | None, activates_at: int | None) -> None:
+        new = key.key_id if key is not None else None
+        old, self._next = self._next, new
+        if old is not None and old != new:
+            self._drop_state(old, "next")
+        if new is not None:
+            self.key_state_info.labels(new, "next").set(1)
+        self.next_activation.set(activates_at if key is not None and activates_at is not None else 0)
+
+    def next_key_refused(self, what: str) -> None:
+        self.next_key_refusals_total.labels(_pick(what, NEXT_KEY_REFUSALS)).inc()
+
+    def key_late(self, seconds: float) -> None:
+        self.late_activations_total.inc()
+        self.late_activation_seconds.set(seconds)
 
     def key_reload(self, result: str) -> None:
         self.key_reloads_total.labels(_pick(result, RELOAD_RESULTS)).inc()

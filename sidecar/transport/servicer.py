@@ -117,8 +117,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
         def call() -> pb.GetPublicKeyResponse:
-            key = self.sidecar.public_key()
-            return pb.GetPublicKeyResponse(
+            key, scheduled = self.sidecar.public_keys()
+            response = pb.GetPublicKeyResponse(
                 pem=key.public_pem,
                 certificate_code=key.certificate_code,
                 certificate_code_bare=key.certificate_code_bare,
@@ -126,6 +126,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                 key_id=key.key_id,
                 bits=key.bits,
             )
+            if scheduled is not None:
+                nxt = scheduled.key
+                response.next_key.CopyFrom(pb.NextKey(
+                    pem=nxt.public_pem, certificate_code=nxt.certificate_code,
+                    certificate_code_bare=nxt.certificate_code_bare, key_id=nxt.key_id,
+                    activates_at=timestamp_pb2.Timestamp(seconds=scheduled.activates_at)))
+            return response
 
         return self._run("GetPublicKey", context, call)
 

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sidecar/v1/identity.proto\x12\nsidecar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x05Token\x12\x0b\n\x03jwt\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\x92\x01\n\x16ResolveIdentityRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x15\n\ridentity_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63ookie_uuid\x18\x03 \x01(\t\x12\x15\n\rcookie_header\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9c\x01\n\x17ResolveIdentityResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x15\n\ridentity_hash\x18\x02 \x01(\t\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.sidecar.v1.Outcome\x12\x14\n\x0cset_identity\x18\x04 \x01(\x08\x12 \n\x05token\x18\x05 \x01(\x0b\x32\x11.sidecar.v1.Token\"X\n\x11IssueTokenRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x12IssueTokenResponse\x12 \n\x05token\x18\x01 \x01(\x0b\x32\x11.sidecar.v1.Token\"\x15\n\x13GetPublicKeyRequest\"\x87\x01\n\x14GetPublicKeyResponse\x12\x0b\n\x03pem\x18\x01 \x01(\t\x12\x18\n\x10\x63\x65rtificate_code\x18\x02 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_code_bare\x18\x03 \x01(\t\x12\x0b\n\x03jwk\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62its\x18\x06 \x01(\x05\"!\n\x12VerifyTokenRequest\x12\x0b\n\x03jwt\x18\x01 \x01(\t\"\x91\x01\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"R\n\x14\x45valuateEventRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0b\n\x03jwt\x18\x02 \x01(\t\x12\x1d\n\x15\x63hanges_customer_data\x18\x03 \x01(\x08\"]\n\x15\x45valuateEventResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x14\n\x0crequires_jwt\x18\x02 \x01(\x08\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t*v\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTCOME_NEW_IDENTITY\x10\x01\x12\x19\n\x15OUTCOME_SAME_IDENTITY\x10\x02\x12\x1d\n\x19OUTCOME_SWITCHED_IDENTITY\x10\x03\x32\xb3\x03\n\x0fIdentityService\x12Z\n\x0fResolveIdentity\x12\".sidecar.v1.ResolveIdentityRequest\x1a#.sidecar.v1.ResolveIdentityResponse\x12K\n\nIssueToken\x12\x1d.sidecar.v1.IssueTokenRequest\x1a\x1e.sidecar.v1.IssueTokenResponse\x12Q\n\x0cGetPublicKey\x12\x1f.sidecar.v1.GetPublicKeyRequest\x1a .sidecar.v1.GetPublicKeyResponse\x12N\n\x0bVerifyToken\x12\x1e.sidecar.v1.VerifyTokenRequest\x1a\x1f.sidecar.v1.VerifyTokenResponse\x12T\n\rEvaluateEvent\x12 .sidecar.v1.EvaluateEventRequest\x1a!.sidecar.v1.EvaluateEventResponseB\xf5\x01\n%io.github.synerise_sidecar.sidecar.v1B\rIdentityProtoP\x01ZTgithub.com/synerise-sidecar/synerise-identity-sidecar/clients/go/sidecarv1;sidecarv1\xa2\x02\x03SVX\xaa\x02\x12SyneriseSidecar.V1\xca\x02\x12SyneriseSidecar\\V1\xe2\x02\x1eSyneriseSidecar\\V1\\GPBMetadata\xea\x02\x13SyneriseSidecar::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sidecar/v1/identity.proto\x12\nsidecar.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x05Token\x12\x0b\n\x03jwt\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\"\x92\x01\n\x16ResolveIdentityRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x15\n\ridentity_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63ookie_uuid\x18\x03 \x01(\t\x12\x15\n\rcookie_header\x18\x04 \x01(\t\x12&\n\x03ttl\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9c\x01\n\x17ResolveIdentityResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x15\n\ridentity_hash\x18\x02 \x01(\t\x12$\n\x07outcome\x18\x03 \x01(\x0e\x32\x13.sidecar.v1.Outcome\x12\x14\n\x0cset_identity\x18\x04 \x01(\x08\x12 \n\x05token\x18\x05 \x01(\x0b\x32\x11.sidecar.v1.Token\"X\n\x11IssueTokenRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x12IssueTokenResponse\x12 \n\x05token\x18\x01 \x01(\x0b\x32\x11.sidecar.v1.Token\"\x15\n\x13GetPublicKeyRequest\"\xae\x01\n\x14GetPublicKeyResponse\x12\x0b\n\x03pem\x18\x01 \x01(\t\x12\x18\n\x10\x63\x65rtificate_code\x18\x02 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_code_bare\x18\x03 \x01(\t\x12\x0b\n\x03jwk\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x0c\n\x04\x62its\x18\x06 \x01(\x05\x12%\n\x08next_key\x18\x07 \x01(\x0b\x32\x13.sidecar.v1.NextKey\"\x91\x01\n\x07NextKey\x12\x0b\n\x03pem\x18\x01 \x01(\t\x12\x18\n\x10\x63\x65rtificate_code\x18\x02 \x01(\t\x12\x1d\n\x15\x63\x65rtificate_code_bare\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x30\n\x0c\x61\x63tivates_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"!\n\x12VerifyTokenRequest\x12\x0b\n\x03jwt\x18\x01 \x01(\t\"\x91\x01\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"R\n\x14\x45valuateEventRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0b\n\x03jwt\x18\x02 \x01(\t\x12\x1d\n\x15\x63hanges_customer_data\x18\x03 \x01(\x08\"]\n\x15\x45valuateEventResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x14\n\x0crequires_jwt\x18\x02 \x01(\x08\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t*v\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14OUTCOME_NEW_IDENTITY\x10\x01\x12\x19\n\x15OUTCOME_SAME_IDENTITY\x10\x02\x12\x1d\n\x19OUTCOME_SWITCHED_IDENTITY\x10\x03\x32\xb3\x03\n\x0fIdentityService\x12Z\n\x0fResolveIdentity\x12\".sidecar.v1.ResolveIdentityRequest\x1a#.sidecar.v1.ResolveIdentityResponse\x12K\n\nIssueToken\x12\x1d.sidecar.v1.IssueTokenRequest\x1a\x1e.sidecar.v1.IssueTokenResponse\x12Q\n\x0cGetPublicKey\x12\x1f.sidecar.v1.GetPublicKeyRequest\x1a .sidecar.v1.GetPublicKeyResponse\x12N\n\x0bVerifyToken\x12\x1e.sidecar.v1.VerifyTokenRequest\x1a\x1f.sidecar.v1.VerifyTokenResponse\x12T\n\rEvaluateEvent\x12 .sidecar.v1.EvaluateEventRequest\x1a!.sidecar.v1.EvaluateEventResponseB\xf5\x01\n%io.github.synerise_sidecar.sidecar.v1B\rIdentityProtoP\x01ZTgithub.com/synerise-sidecar/synerise-identity-sidecar/clients/go/sidecarv1;sidecarv1\xa2\x02\x03SVX\xaa\x02\x12SyneriseSidecar.V1\xca\x02\x12SyneriseSidecar\\V1\xe2\x02\x1eSyneriseSidecar\\V1\\GPBMetadata\xea\x02\x13SyneriseSidecar::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sidecar.v1.identity_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n%io.github.synerise_sidecar.sidecar.v1B\rIdentityProtoP\001ZTgithub.com/synerise-sidecar/synerise-identity-sidecar/clients/go/sidecarv1;sidecarv1\242\002\003SVX\252\002\022SyneriseSidecar.V1\312\002\022SyneriseSidecar\\V1\342\002\036SyneriseSidecar\\V1\\GPBMetadata\352\002\023SyneriseSidecar::V1'
-  _globals['_OUTCOME']._serialized_start=1169
-  _globals['_OUTCOME']._serialized_end=1287
+  _globals['_OUTCOME']._serialized_start=1356
+  _globals['_OUTCOME']._serialized_end=1474
   _globals['_TOKEN']._serialized_start=106
   _globals['_TOKEN']._serialized_end=190
   _globals['_RESOLVEIDENTITYREQUEST']._serialized_start=193
@@ -49,15 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPUBLICKEYREQUEST']._serialized_start=646
   _globals['_GETPUBLICKEYREQUEST']._serialized_end=667
   _globals['_GETPUBLICKEYRESPONSE']._serialized_start=670
-  _globals['_GETPUBLICKEYRESPONSE']._serialized_end=805
-  _globals['_VERIFYTOKENREQUEST']._serialized_start=807
-  _globals['_VERIFYTOKENREQUEST']._serialized_end=840
-  _globals['_VERIFYTOKENRESPONSE']._serialized_start=843
-  _globals['_VERIFYTOKENRESPONSE']._serialized_end=988
-  _globals['_EVALUATEEVENTREQUEST']._serialized_start=990
-  _globals['_EVALUATEEVENTREQUEST']._serialized_end=1072
-  _globals['_EVALUATEEVENTRESPONSE']._serialized_start=1074
-  _globals['_EVALUATEEVENTRESPONSE']._serialized_end=1167
-  _globals['_IDENTITYSERVICE']._serialized_start=1290
-  _globals['_IDENTITYSERVICE']._serialized_end=1725
+  _globals['_GETPUBLICKEYRESPONSE']._serialized_end=844
+  _globals['_NEXTKEY']._serialized_start=847
+  _globals['_NEXTKEY']._serialized_end=992
+  _globals['_VERIFYTOKENREQUEST']._serialized_start=994
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=1027
+  _globals['_VERIFYTOKENRESPONSE']._serialized_start=1030
+  _globals['_VERIFYTOKENRESPONSE']._serialized_end=1175
+  _globals['_EVALUATEEVENTREQUEST']._serialized_start=1177
+  _globals['_EVALUATEEVENTREQUEST']._serialized_end=1259
+  _globals['_EVALUATEEVENTRESPONSE']._serialized_start=1261
+  _globals['_EVALUATEEVENTRESPONSE']._serialized_end=1354
+  _globals['_IDENTITYSERVICE']._serialized_start=1477
+  _globals['_IDENTITYSERVICE']._serialized_end=1912
 # @@protoc_insertion_point(module_scope)

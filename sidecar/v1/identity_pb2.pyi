@@ -80,20 +80,36 @@ class GetPublicKeyRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetPublicKeyResponse(_message.Message):
-    __slots__ = ("pem", "certificate_code", "certificate_code_bare", "jwk", "key_id", "bits")
+    __slots__ = ("pem", "certificate_code", "certificate_code_bare", "jwk", "key_id", "bits", "next_key")
     PEM_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CODE_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATE_CODE_BARE_FIELD_NUMBER: _ClassVar[int]
     JWK_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     BITS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_KEY_FIELD_NUMBER: _ClassVar[int]
     pem: str
     certificate_code: str
     certificate_code_bare: str
     jwk: str
     key_id: str
     bits: int
-    def __init__(self, pem: _Optional[str] = ..., certificate_code: _Optional[str] = ..., certificate_code_bare: _Optional[str] = ..., jwk: _Optional[str] = ..., key_id: _Optional[str] = ..., bits: _Optional[int] = ...) -> None: ...
+    next_key: NextKey
+    def __init__(self, pem: _Optional[str] = ..., certificate_code: _Optional[str] = ..., certificate_code_bare: _Optional[str] = ..., jwk: _Optional[str] = ..., key_id: _Optional[str] = ..., bits: _Optional[int] = ..., next_key: _Optional[_Union[NextKey, _Mapping]] = ...) -> None: ...
+
+class NextKey(_message.Message):
+    __slots__ = ("pem", "certificate_code", "certificate_code_bare", "key_id", "activates_at")
+    PEM_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CODE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_CODE_BARE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATES_AT_FIELD_NUMBER: _ClassVar[int]
+    pem: str
+    certificate_code: str
+    certificate_code_bare: str
+    key_id: str
+    activates_at: _timestamp_pb2.Timestamp
+    def __init__(self, pem: _Optional[str] = ..., certificate_code: _Optional[str] = ..., certificate_code_bare: _Optional[str] = ..., key_id: _Optional[str] = ..., activates_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class VerifyTokenRequest(_message.Message):
     __slots__ = ("jwt",)

@@ -64,6 +64,7 @@ for (const transport of ['tcp', 'unix']) {
       assert.equal(key.certificateCode, h.env.publicPem.split('\n').join(''));
       assert.equal(`-----BEGIN PUBLIC KEY-----${key.certificateCodeBare}-----END PUBLIC KEY-----`, key.certificateCode);
       assert.deepEqual([key.bits, key.keyId, key.jwk.kid], [2048, token.keyId, token.keyId]);
+      assert.equal(key.nextKey, null);
     });
 
     test('INVALID_ARGUMENT becomes InvalidArgumentError with field and rule, not retried', async () => {
@@ -207,6 +208,34 @@ test('TLS and mutual TLS options reach the channel', async () => {
     await assert.rejects(wrongName.getPublicKey(), UnavailableError);
   } finally {
     server.forceShutdown();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('getPublicKey carries the scheduled next key', async () => {
+  const dir = h.tmpDir();
+  const made = require('node:child_process').spawnSync(h.env.sidecarBin, ['keygen', '--out', dir], { encoding: 'utf8' });
+  assert.equal(made.status, 0, made.stderr);
+  const keyId = /key_id (\S+)/.exec(made.stderr)[1];
+  const at = new Date(Math.ceil(Date.now() / 1000) * 1000 + 3600 * 1000);
+  fs.writeFileSync(path.join(dir, 'next-activates-at'), `${at.toISOString().replace('.000Z', 'Z')}\n`);
+  const address = `127.0.0.1:${await h.freePort()}`;
+  const proc = await h.startSidecar(address, {
+    SIDECAR_NEXT_KEY_FILE: path.join(dir, 'private.pem'),
+    SIDECAR_NEXT_KEY_ACTIVATES_AT: `@${path.join(dir, 'next-activates-at')}`,
+  });
+  const c = client(address);
+  try {
+    const key = await c.getPublicKey();
+    assert.equal(key.nextKey.keyId, keyId);
+    assert.equal(key.nextKey.pem, fs.readFileSync(path.join(dir, 'public.pem'), 'utf8'));
+    assert.equal(key.nextKey.certificateCode, key.nextKey.pem.split('\n').join(''));
+    assert.equal(key.nextKey.activatesAt.getTime(), at.getTime());
+    const token = await c.issueToken(h.EMAIL, h.COOKIE_UUID);
+    assert.equal(token.expiresAt.getTime(), at.getTime()); // no token outlives the switch
+  } finally {
+    c.close();
+    await h.stopProcess(proc);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -69,11 +69,12 @@ async function waitServing(address, proc, timeoutMs = 30000) {
 }
 
 /** Start `sidecar serve` listening on `listen` (comma-separated) with the test key; resolves once it serves. */
-async function startSidecar(listen) {
+async function startSidecar(listen, extraEnv = {}) {
   const proc = spawn(env.sidecarBin, ['serve'], {
     env: {
       ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SIDECAR_'))),
       SIDECAR_LISTEN: listen, SIDECAR_METRICS_ADDR: '', SIDECAR_KEY_FILE: env.keyFile, SIDECAR_UUID_SALT: SALT,
+      ...extraEnv,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -17,13 +17,13 @@ from sidecar_client.errors import (
     Unavailable,
     Unimplemented,
 )
-from sidecar_client.models import EventDecision, Identity, Outcome, PublicKey, Token, Verification
+from sidecar_client.models import EventDecision, Identity, NextKey, Outcome, PublicKey, Token, Verification
 from sidecar_client.options import NO_RETRY, TLS, Retry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NO_RETRY", "TLS", "AccessDenied", "AsyncSidecarClient", "DeadlineExceeded", "EventDecision", "Identity",
-    "InvalidArgument", "Outcome", "PublicKey", "RateLimited", "Retry", "SidecarClient", "SidecarClientError",
+    "InvalidArgument", "NextKey", "Outcome", "PublicKey", "RateLimited", "Retry", "SidecarClient", "SidecarClientError",
     "Token", "Unavailable", "Unimplemented", "Verification",
 ]

@@ -57,6 +57,18 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class NextKey:
+    """The key scheduled to sign from ``activates_at`` (a scheduled cut-over): paste its
+    certificate code into Synerise at that instant."""
+
+    pem: str
+    certificate_code: str
+    certificate_code_bare: str
+    key_id: str
+    activates_at: datetime
+
+
+@dataclass(frozen=True)
 class PublicKey:
     """The active signing key in every form Synerise and JOSE tools accept."""
 
@@ -70,6 +82,8 @@ class PublicKey:
     jwk: dict[str, Any]
     key_id: str
     bits: int
+    #: The next key and its instant, when a cut-over is scheduled.
+    next_key: NextKey | None = None
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,13 @@ def issued(msg: pb.IssueTokenResponse) -> Token:
 
 def public_key(msg: pb.GetPublicKeyResponse) -> PublicKey:
     return PublicKey(pem=msg.pem, certificate_code=msg.certificate_code, certificate_code_bare=msg.certificate_code_bare,
-                     jwk=json.loads(msg.jwk) if msg.jwk else {}, key_id=msg.key_id, bits=msg.bits)
+                     jwk=json.loads(msg.jwk) if msg.jwk else {}, key_id=msg.key_id, bits=msg.bits,
+                     next_key=_next_key(msg.next_key) if msg.HasField("next_key") else None)
+
+
+def _next_key(msg: Any) -> NextKey:
+    return NextKey(pem=msg.pem, certificate_code=msg.certificate_code, certificate_code_bare=msg.certificate_code_bare,
+                   key_id=msg.key_id, activates_at=_time(msg.activates_at))
 
 
 def verification(msg: pb.VerifyTokenResponse) -> Verification:
