@@ -143,7 +143,7 @@ def test_fuzz_issue_token(fuzz_server, email, uuid_, ttl) -> None:
     assert code in ALLOWED, (code, resp)
     if code == grpc.StatusCode.OK:
         check_token(resp.token, key, email)
-        assert _b64json(resp.token.jwt.split(".")[1])["uuid"] == uuid_
+        assert _b64json(resp.token.jwt.split(".")[1])["uuid"] == uuid_.lower()  # SPEC §9: lower case
 
 
 @fuzz_settings("cookie")
