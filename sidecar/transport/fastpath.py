@@ -35,12 +35,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import message
 from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics
 from sidecar.transport.admission import ConcurrencyLimit, Guard
 from sidecar.transport.interceptors import MetricsInterceptor
+from sidecar.transport.servicer import request_parser
 from sidecar.v1 import identity_pb2 as pb
 
 try:
@@ -244,11 +244,8 @@ class _Loop:
                 context = Context(tag.event)
                 for guard in self.fast.guards:
                     guard(method.name, context)
-                try:
-                    request = method.parse(data)
-                except message.DecodeError:
-                    raise Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
-                body = method.behavior(request, context).SerializeToString()
+                # Bytes that are no message parse to a MalformedRequest, which the servicer refuses.
+                body = method.behavior(method.parse(data), context).SerializeToString()
             except Abort as exc:
                 code, details = exc.code, exc.details
             except Exception:  # the servicer maps domain errors; this is a bug
@@ -294,7 +291,7 @@ class FastPath:
         self.core_server = server._cy_server  # private: see the module docstring
         self.guards = tuple(guards)
         self.methods = [
-            Method(m.name, GetMessageClass(m.input_type).FromString, getattr(servicer, m.name),
+            Method(m.name, request_parser(GetMessageClass(m.input_type)), getattr(servicer, m.name),
                    rpc_metrics.series(f"/{_SERVICE.full_name}/{m.name}", "unary") if rpc_metrics else _NO_SERIES)
             for m in _SERVICE.methods if not (m.client_streaming or m.server_streaming)
         ]

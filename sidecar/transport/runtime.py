@@ -24,9 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath
-from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
+from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer, generic_handler
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 log = logging.getLogger("sidecar.runtime")
 
@@ -96,7 +95,7 @@ class Runtime:
             except RuntimeError as exc:
                 log.warning("%s; IdentityService is served by the stock grpc server", exc)
         if self.fast is None:
-            pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
+            self.server.add_generic_rpc_handlers((generic_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
