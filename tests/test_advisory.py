@@ -112,3 +112,79 @@ def test_unsigned_payload_swap_keeps_no_claims(refused: Callable[[str, str], Non
     b = rs256(signing_key, claims(email="other@example.com", exp=NOW + 2 * HOUR)).split(".")
     refused(".".join([a[0], b[1], a[2]]), "bad_signature")
     refused(f"{b64json({'alg': 'RS256', 'typ': 'JWT'})}.{a[1]}.", "bad_signature")
+
+
+# --- Issue 16: the outside attack on input, key files and listeners ----------------------------------------------
+# Each test names the finding; each failed before its fix.
+
+import logging  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import grpc  # noqa: E402
+from hardening_util import Recorder  # noqa: E402
+
+from sidecar.domain.errors import UnusableKey  # noqa: E402
+from sidecar.domain.keys import KeyHolder  # noqa: E402
+from sidecar.ops import keyfile  # noqa: E402
+from sidecar.ops.rotation import KeyRotator  # noqa: E402
+
+METHODS = ("ResolveIdentity", "IssueToken", "GetPublicKey", "VerifyToken", "EvaluateEvent")
+#: Bytes no request message parses from: a length past the end, a bad tag, a cut varint, tag 0.
+NOT_A_MESSAGE = (b"\x0a\xff\xff\xff\xff\x0f", b"\xff", b"\x08", b"\x00", b"\x0c")
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_i16_1_malformed_request_bytes_are_invalid_argument_not_internal(start_server, call_path, caplog) -> None:
+    """Finding 1 (medium): bytes that are not a request message were answered INTERNAL ("Exception
+    deserializing request!") on all five RPCs, counted only as a server error, and on the stock path
+    each logged an ERROR with a traceback. Now INVALID_ARGUMENT, counted as malformed_request, no log."""
+    rec = Recorder()
+    s = start_server(observer=rec)
+    channel = s.channel()
+    with caplog.at_level(logging.DEBUG):
+        for method in METHODS:
+            raw = channel.unary_unary(f"/sidecar.v1.IdentityService/{method}")  # bytes go out as they are
+            for data in NOT_A_MESSAGE:
+                with pytest.raises(grpc.RpcError) as err:
+                    raw(data, timeout=10)
+                assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (method, data)
+                assert err.value.details() == f"request: is not a valid sidecar.v1.{method}Request message"
+    assert rec.rejections == [(m, "malformed_request") for m in METHODS for _ in NOT_A_MESSAGE]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text
+    # The server is unharmed: a real request right after is served.
+    assert s.stub().GetPublicKey(pb.GetPublicKeyRequest(), timeout=5).key_id == s.sidecar.keys.current.key_id
+
+
+def test_i16_1_malformed_request_has_a_fixed_metrics_series() -> None:
+    """Finding 1: the rejection is a labelled series of its own (pre-created, so an alert can read 0)."""
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.telemetry.metrics import Metrics
+
+    reg = CollectorRegistry()
+    m = Metrics(reg)
+    labels = {"rpc": "IssueToken", "reason": "malformed_request"}
+    assert reg.get_sample_value("sidecar_token_rejections_total", labels) == 0
+    m.rejected("IssueToken", "malformed_request")
+    assert reg.get_sample_value("sidecar_token_rejections_total", labels) == 1
+
+
+@pytest.mark.parametrize("mode", [0o602, 0o620])
+def test_i16_2_key_file_writable_by_group_or_others_is_refused(openssl_keys, tmp_path, mode) -> None:
+    """Finding 2 (medium): a key file of mode 0602 or 0620 was loaded, at start and by the 1 s watcher,
+    so anyone who could write it swapped the signing key. Refused at start and on reload, flag or not."""
+    path = tmp_path / "private.pem"
+    shutil.copy(openssl_keys / "private.pem", path)
+    os.chmod(path, mode)
+    for allow in (False, True):
+        with pytest.raises(UnusableKey, match="lets group or others write it"):
+            keyfile.load_key(str(path), None, allow_insecure=allow)
+    good = keys.load(str(openssl_keys / "private.pem"))
+    holder, rec = KeyHolder(good), Recorder()
+    rot = KeyRotator(holder, rec, str(path), allow_insecure_permissions=True)
+    assert rot.reload("file change") is False
+    assert holder.current is good and rec.reloads == ["failure"]
+    os.chmod(path, 0o600)
+    assert rot.reload("file change") is True and rec.reloads == ["failure", "success"]

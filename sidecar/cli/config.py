@@ -104,7 +104,7 @@ class Config:
         "how often the key file is checked for a change (rotation without a signal; SIGHUP reloads at once)", KEYS))
     allow_insecure_key_permissions: bool = field(default=False, metadata=setting(
         "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS", "--allow-insecure-key-permissions", SWITCH,
-        "accept a key file readable by group or others", KEYS))
+        "accept key files readable by group or others (never ones they may write)", KEYS))
 
     default_ttl: timedelta = field(default=DEFAULT_TTL, metadata=setting(
         "SIDECAR_DEFAULT_TTL", "--default-ttl",
