@@ -188,3 +188,72 @@ def test_i16_2_key_file_writable_by_group_or_others_is_refused(openssl_keys, tmp
     assert holder.current is good and rec.reloads == ["failure"]
     os.chmod(path, 0o600)
     assert rot.reload("file change") is True and rec.reloads == ["failure", "success"]
+
+
+def test_i16_3_tcp_off_loopback_with_server_only_tls_is_refused(tmp_path) -> None:
+    """Finding 3 (medium): a non-loopback TCP listener with server-only TLS was accepted: no client
+    certificates, so anyone who reached the port minted tokens. Now mTLS or the logged opt-out."""
+    from hardening_util import make_pki
+
+    from sidecar.cli.config import Config
+    from sidecar.domain.errors import ConfigError
+
+    pki = make_pki(tmp_path / "pki")
+    tls = {"tls_cert": str(pki["server"]), "tls_key": str(pki["server.key"])}
+    for addr in ("0.0.0.0:50051", "10.1.2.3:50051", "[::]:50051"):
+        with pytest.raises(ConfigError, match=r"not a loopback address, so callers must present client certificates"):
+            Config(listen=(addr,), **tls)
+        assert Config(listen=(addr,), tls_client_ca=str(pki["test-ca"]), **tls).tls_client_ca
+        assert Config(listen=(addr,), insecure_tcp=True, **tls).insecure_tcp
+    assert Config(listen=("127.0.0.1:50051",), **tls).tls_cert  # loopback: server-only TLS is fine
+
+
+def test_i16_3_insecure_tcp_opt_out_is_logged_loudly(spawn_sidecar) -> None:
+    """Finding 3: the opt-out for meshes stays, and says so at start."""
+    from conftest import free_port
+
+    p = spawn_sidecar("--insecure-tcp", addr=f"0.0.0.0:{free_port()}")
+    err = p.wait_for_stderr("INSECURE TCP")
+    assert "accept callers without a client certificate (plaintext)" in err
+    p.stop()
+
+
+def test_i16_4_unix_socket_is_never_more_open_than_its_mode(short_tmp) -> None:
+    """Finding 4 (low): the socket was bound under the process umask and chmod-ed after, so with a
+    permissive umask connections got in before it became 0660. Now it is born with at most that mode.
+    A thread watches every socket from the moment it appears while the process umask is 0."""
+    import stat
+    import threading
+
+    from sidecar.domain import keys as keys_mod
+    from sidecar.service.usecases import Sidecar
+    from sidecar.transport.runtime import ServerOptions, build
+
+    paths = [short_tmp / f"u{i}.sock" for i in range(20)]
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for path in paths:
+                try:
+                    seen.add(stat.S_IMODE(os.stat(path).st_mode))
+                except FileNotFoundError:
+                    pass
+
+    sidecar = Sidecar(KeyHolder(keys_mod.generate()), salt="s")
+    watcher = threading.Thread(target=watch)
+    old = os.umask(0)
+    watcher.start()
+    runtimes = []
+    try:
+        for path in paths:
+            runtimes.append(build(sidecar, [f"unix://{path}"], ServerOptions(socket_mode=0o660)))
+    finally:
+        done.set()
+        watcher.join()
+        os.umask(old)
+        for r in runtimes:
+            r.drain(0)
+    assert os.umask(old) == old  # the process umask is back as it was
+    assert seen and all(mode & ~0o660 == 0 for mode in seen), sorted(oct(m) for m in seen)

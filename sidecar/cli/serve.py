@@ -11,7 +11,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from sidecar.cli.config import Config
+from sidecar.cli.config import Config, exposed_tcp
 from sidecar.domain import event_policy
 from sidecar.domain.keys import KeyHolder, SigningKey
 from sidecar.ops.rotation import KeyRotator
@@ -186,6 +186,11 @@ def serve(cfg: Config, key: SigningKey) -> int:
     if cfg.dev_mode:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
             log.warning(line)
+    exposed = exposed_tcp(cfg.listen)
+    if exposed and cfg.tls_client_ca is None:  # only with --insecure-tcp: Config refuses it otherwise
+        log.warning("INSECURE TCP (--insecure-tcp): %s accept callers without a client certificate (%s); anyone who "
+                    "reaches them can sign tokens, so a mesh must authenticate callers", ", ".join(exposed),
+                    "server-only TLS" if cfg.tls_cert else "plaintext")
     log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
     # No *_created series: they would double the series count for nothing.
     disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -127,8 +127,16 @@ class Runtime:
                 raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
             if path.exists() and not path.is_socket():
                 raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
-            self._bind_port(addr)
-            os.chmod(path, self.opts.socket_mode)
+            # grpc binds and listens right here: under this umask the socket is born with at most its
+            # final mode, so no connection can come in before the chmod (the umask only ever narrows).
+            mode = self.opts.socket_mode
+            old = os.umask(0o777)
+            os.umask(old | (0o777 & ~mode))
+            try:
+                self._bind_port(addr)
+            finally:
+                os.umask(old)
+            os.chmod(path, mode)
             self._sockets.append(path)
             return addr
         port = self._bind_port(addr)
