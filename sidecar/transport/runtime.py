@@ -82,18 +82,23 @@ class Runtime:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         channel_opts = [("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), *self.opts.options]
-        self.server = grpc.server(
-            self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
-            interceptors=self.opts.interceptors,
-            options=channel_opts,
-        )
+        executor = self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers,
+                                                                    thread_name_prefix="rpc")
+        self.server = grpc.server(executor, interceptors=self.opts.interceptors, options=channel_opts)
         self.fast: fastpath.FastPath | None = None
         if self.opts.fast_path_threads:
-            try:
-                self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
-                                              self.opts.fast_path_threads)
-            except RuntimeError as exc:
-                log.warning("%s; IdentityService is served by the stock grpc server", exc)
+            # One real call through it first (once per process): a grpcio that changed is served by stock.
+            problem = fastpath.self_test()
+            if not problem:
+                try:
+                    self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
+                                                  self.opts.fast_path_threads)
+                except Exception as exc:  # noqa: BLE001 - any failure here means the stock path
+                    problem = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+                    # The attempt may have registered methods with grpc core: start from a fresh server.
+                    self.server = grpc.server(executor, interceptors=self.opts.interceptors, options=channel_opts)
+            if problem:
+                log.warning("%s; IdentityService is served by the stock grpc server", problem)
         if self.fast is None:
             self.server.add_generic_rpc_handlers((generic_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
