@@ -208,9 +208,6 @@ class _Loop:
     def run(self) -> None:
         fast = self.fast
         queue = fast.queue
-        for _ in range(_REQUESTS):
-            for method in fast.methods:
-                self.request(method)
         shutdown = cygrpc.CompletionType.queue_shutdown
         while True:
             event = queue.poll()
@@ -348,6 +345,12 @@ class FastPath:
         return sum(loop.in_flight for loop in self._loops)
 
     def start(self) -> None:
+        # The first requests are posted here, before start() returns: a loop thread posting them
+        # while the server is already being stopped (a drain right after start) crashed grpc core.
+        for loop in self._loops:
+            for _ in range(_REQUESTS):
+                for method in self.methods:
+                    loop.request(method)
         for loop in self._loops:
             loop.thread.start()
 
