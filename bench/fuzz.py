@@ -8,7 +8,10 @@ huge and oversize strings, upper-case and broken UUIDs, ``-0`` and ``007``
 hashes, cookie headers, JWT-like strings, padded tokens, invalid durations),
 half raw bytes (random, truncated and bit-flipped valid requests) sent past the
 client's serializer. Allowed answers: OK, INVALID_ARGUMENT, RESOURCE_EXHAUSTED.
-Every log record of the process is captured; a record carrying a traceback counts.
+Metrics and the audit log are on, as ``sidecar serve`` has them. Every log record
+of the process is captured, and its stderr (audit lines, grpc core, uncaught
+thread exceptions) goes to a file: a record with a traceback, or a
+``Traceback`` in stderr, counts.
 
     python bench/fuzz.py                      # 10,000 calls per RPC per path (~100,000 calls)
     python bench/fuzz.py --calls 500 --seed 7
@@ -46,7 +49,6 @@ from sidecar.cli.config import Config  # noqa: E402
 from sidecar.cli.serve import server_options  # noqa: E402
 from sidecar.domain import keys, tokens  # noqa: E402
 from sidecar.domain.keys import KeyHolder  # noqa: E402
-from sidecar.service.observer import Observer  # noqa: E402
 from sidecar.service.usecases import Sidecar  # noqa: E402
 from sidecar.transport.runtime import Runtime, build  # noqa: E402
 from sidecar.v1 import identity_pb2 as pb  # noqa: E402
@@ -140,10 +142,12 @@ class Fuzzer:
     def message(self, method: str) -> Any:
         r = self.r
         if method == "ResolveIdentity":
-            return pb.ResolveIdentityRequest(email=self.text(), identity_hash=self.hash() if r.random() < 0.6 else
-                                             self.text(), cookie_uuid=self.uuid() if r.random() < 0.6 else self.text(),
-                                             cookie_header=self.cookie() if r.random() < 0.6 else self.text(),
-                                             ttl=self.ttl())
+            return pb.ResolveIdentityRequest(
+                email=self.text() if r.random() < 0.6 else EMAIL,
+                identity_hash=self.hash() if r.random() < 0.6 else self.text(),
+                cookie_uuid=self.uuid() if r.random() < 0.6 else self.text(),
+                cookie_header=self.cookie() if r.random() < 0.6 else self.text(),
+                ttl=self.ttl())
         if method == "IssueToken":
             return pb.IssueTokenRequest(email=self.text() if r.random() < 0.7 else EMAIL,
                                         uuid=self.uuid() if r.random() < 0.6 else self.text(), ttl=self.ttl())
@@ -185,10 +189,19 @@ class Tracebacks(logging.Handler):
 
 
 def start(path: str, key: keys.SigningKey, sock_dir: Path) -> Runtime:
+    from prometheus_client import CollectorRegistry
+
+    from sidecar.cli.serve import make_observer
+    from sidecar.telemetry.rpc_metrics import RpcMetrics, service_methods
+    from sidecar.transport.runtime import SERVICES
+
     cfg = Config(call_path=path)
-    opts = server_options(cfg, Observer())
+    registry = CollectorRegistry()
+    observer = make_observer(cfg, registry)  # metrics and the audit log, as serve has them
+    opts = server_options(cfg, observer, RpcMetrics(registry, service_methods(*SERVICES)))
     opts.fast_path_threads = 2 if path == "fast" else 0
-    runtime = build(Sidecar(KeyHolder(key), salt="someString"), ["127.0.0.1:0", f"unix://{sock_dir}/{path}.sock"], opts)
+    runtime = build(Sidecar(KeyHolder(key), salt="someString", observer=observer),
+                    ["127.0.0.1:0", f"unix://{sock_dir}/{path}.sock"], opts)
     runtime.start()
     if (runtime.fast is not None) is not (path == "fast"):
         raise SystemExit(f"the {path} path is not what serves IdentityService")
@@ -230,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paths", default="fast,stock", help="call paths (fast,stock)")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    # The process's stderr (audit lines, grpc core, uncaught thread exceptions) goes to a file, scanned after.
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    stderr_file = open(work / "stderr", "wb")
+    os.dup2(stderr_file.fileno(), 2)
     catcher = Tracebacks()
     root = logging.getLogger()
     root.addHandler(catcher)
     root.setLevel(logging.DEBUG)
-    logging.getLogger("sidecar.audit").propagate = True
     try:
         subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
                         "-out", str(work / "private.pem")], check=True, capture_output=True)
@@ -259,13 +276,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {path} | {method} | {sum(counts.values())} | "
                       f"{' | '.join(str(counts.get(c, 0)) for c in sorted(ALLOWED))} | {other or 0} |")
             print(f"<!-- {path}: {time.monotonic() - started:.1f} s -->")
+        from sidecar.telemetry import audit
+
+        audit.flush()
+        sys.stderr.flush()
+        os.dup2(saved_stderr, 2)
+        err = (work / "stderr").read_text(errors="replace")
+        in_stderr = err.count("Traceback")
         print()
         print(f"calls: {sum(total.values())}; INTERNAL: {total.get('INTERNAL', 0)}; UNKNOWN: {total.get('UNKNOWN', 0)}; "
-              f"codes not allowed: {bad}; log records: {catcher.records}; with a traceback: {len(catcher.with_traceback)}")
+              f"codes not allowed: {bad}; log records: {catcher.records}; with a traceback: {len(catcher.with_traceback)}; "
+              f"stderr lines: {err.count(chr(10))}, tracebacks in it: {in_stderr}")
         for line in catcher.with_traceback[:5]:
             print(f"  traceback: {line[:200]}")
-        return 1 if bad or catcher.with_traceback else 0
+        return 1 if bad or catcher.with_traceback or in_stderr else 0
     finally:
+        os.dup2(saved_stderr, 2)
+        stderr_file.close()
         root.removeHandler(catcher)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -120,6 +120,8 @@ def test_unsigned_payload_swap_keeps_no_claims(refused: Callable[[str, str], Non
 import logging  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 
 import grpc  # noqa: E402
 from hardening_util import Recorder  # noqa: E402
@@ -129,6 +131,7 @@ from sidecar.domain.keys import KeyHolder  # noqa: E402
 from sidecar.ops import keyfile  # noqa: E402
 from sidecar.ops.rotation import KeyRotator  # noqa: E402
 
+FAST_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 METHODS = ("ResolveIdentity", "IssueToken", "GetPublicKey", "VerifyToken", "EvaluateEvent")
 #: Bytes no request message parses from: a length past the end, a bad tag, a cut varint, tag 0.
 NOT_A_MESSAGE = (b"\x0a\xff\xff\xff\xff\x0f", b"\xff", b"\x08", b"\x00", b"\x0c")
@@ -229,7 +232,7 @@ def test_i16_4_unix_socket_is_never_more_open_than_its_mode(short_tmp) -> None:
     from sidecar.service.usecases import Sidecar
     from sidecar.transport.runtime import ServerOptions, build
 
-    paths = [short_tmp / f"u{i}.sock" for i in range(20)]
+    paths = [short_tmp / f"u{i}.sock" for i in range(40)]
     seen: set[int] = set()
     done = threading.Event()
 
@@ -241,9 +244,12 @@ def test_i16_4_unix_socket_is_never_more_open_than_its_mode(short_tmp) -> None:
                 except FileNotFoundError:
                     pass
 
+    import sys
+
     sidecar = Sidecar(KeyHolder(keys_mod.generate()), salt="s")
     watcher = threading.Thread(target=watch)
-    old = os.umask(0)
+    old, interval = os.umask(0), sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the watcher in between any two steps of the bind
     watcher.start()
     runtimes = []
     try:
@@ -252,8 +258,154 @@ def test_i16_4_unix_socket_is_never_more_open_than_its_mode(short_tmp) -> None:
     finally:
         done.set()
         watcher.join()
+        sys.setswitchinterval(interval)
         os.umask(old)
         for r in runtimes:
             r.drain(0)
     assert os.umask(old) == old  # the process umask is back as it was
     assert seen and all(mode & ~0o660 == 0 for mode in seen), sorted(oct(m) for m in seen)
+
+
+def test_i16_7_a_grpcio_whose_private_api_changed_falls_back_to_the_stock_path(start_server, caplog,
+                                                                              monkeypatch) -> None:
+    """Finding 7: ``fastpath.unavailable()`` checked that 15 private names exist, not how they behave;
+    a changed signature raised TypeError at start-up. The self-test makes a real call: a changed
+    signature (here the status operation's, as a future grpcio might) is one warning and the stock path."""
+    from sidecar.transport import fastpath
+
+    def changed(*_args: object) -> None:
+        raise TypeError("SendStatusFromServerOperation() takes 5 positional arguments")
+
+    monkeypatch.setattr(fastpath, "_self_test_result", None)  # this process's cached outcome: run it again
+    monkeypatch.setattr(fastpath.cygrpc, "SendStatusFromServerOperation", changed)
+    with caplog.at_level(logging.WARNING):
+        s = start_server()
+    monkeypatch.undo()
+    assert s.runtime.fast is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sidecar.runtime"]
+    assert len(warnings) == 1 and "fast call path self-test failed" in warnings[0], warnings
+    assert "served by the stock grpc server" in warnings[0]
+    r = s.stub().IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=FAST_UUID), timeout=10)
+    assert r.token.key_id == s.sidecar.keys.current.key_id
+
+
+class _BrokenSeries:
+    """A metrics series that fails when the answer is sent: an error of ours while the call is open."""
+
+    def __init__(self, series: object) -> None:
+        self.started = series.started  # type: ignore[attr-defined]
+        self.failures = 0
+
+    def done(self, code: str, started: float) -> None:
+        self.failures += 1
+        raise RuntimeError("metrics backend gone")
+
+
+def test_i16_7_an_error_while_a_call_is_open_answers_internal_and_frees_its_slot(start_server, caplog) -> None:
+    """Finding 7: an exception outside the servicer (here in the metrics, when the answer is sent) left the call
+    unanswered until its deadline and its in-flight slot taken for good: enough of them and the
+    concurrency bound refused every call."""
+    s = start_server()
+    fast = s.runtime.fast
+    assert fast is not None
+    method = next(m for m in fast.methods if m.name == "IssueToken")
+    healthy, method.series = method.series, _BrokenSeries(method.series)
+    stub = s.stub()
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="sidecar.fastpath"):
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=FAST_UUID), timeout=10)
+            assert err.value.code() is grpc.StatusCode.INTERNAL
+    assert time.monotonic() - started < 5  # answered, not left to the deadline
+    deadline = time.monotonic() + 5
+    while fast.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fast.in_flight == 0
+    assert "cannot answer a call of IssueToken" in caplog.text
+    method.series = healthy
+    assert stub.IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=FAST_UUID), timeout=10).token.jwt
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_i16_5_upper_case_uuids_are_signed_in_lower_case(start_server, call_path) -> None:
+    """Finding 5 (low): upper-case UUIDs were signed verbatim, giving one visitor two ``uuid`` claims.
+    Accepted and lower-cased in every field and cookie (SPEC §9)."""
+    from token_forge import EMAIL as FORGE_EMAIL
+
+    from sidecar.domain.validation import customer_uuid
+
+    s = start_server()
+    stub = s.stub()
+    lower = "345d4c8f-5aff-591d-a19c-1ca48923d9ee"
+    upper = lower.upper()
+
+    def claim(jwt: str) -> str:
+        v = stub.VerifyToken(pb.VerifyTokenRequest(jwt=jwt), timeout=5)
+        assert v.valid
+        return v.uuid
+
+    t = stub.IssueToken(pb.IssueTokenRequest(email=FORGE_EMAIL, uuid=upper), timeout=5).token
+    assert claim(t.jwt) == lower and customer_uuid(upper) == lower
+    r = stub.ResolveIdentity(pb.ResolveIdentityRequest(email=FORGE_EMAIL, cookie_uuid=upper), timeout=5)
+    assert r.uuid == lower and claim(r.token.jwt) == lower
+    r = stub.ResolveIdentity(pb.ResolveIdentityRequest(email=FORGE_EMAIL, cookie_header=f"_snrs_uuid={upper}"),
+                             timeout=5)
+    assert r.uuid == lower and claim(r.token.jwt) == lower
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_i16_5_non_canonical_identity_hashes_are_refused(start_server, call_path) -> None:
+    """Finding 5: identity hashes ``-0`` and ``007`` were accepted (and compared as text), also inside
+    the ``_snrs_p`` cookie. Now INVALID_ARGUMENT naming the field."""
+    s = start_server()
+    stub = s.stub()
+    for bad in ("-0", "007", "-007", "+97", "097"):
+        for request, field in (
+            (pb.ResolveIdentityRequest(email="a@b.example", identity_hash=bad), "identity_hash"),
+            (pb.ResolveIdentityRequest(email="a@b.example", cookie_header=f"_snrs_p=uuid:x&identityHash:{bad}"),
+             "cookie_header._snrs_p.identityHash"),
+        ):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ResolveIdentity(request, timeout=5)
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert (err.value.details() or "").startswith(f"{field}: must be empty or a signed 32-bit integer")
+    r = stub.ResolveIdentity(pb.ResolveIdentityRequest(email="a@b.example", identity_hash="0"), timeout=5)
+    assert r.outcome == pb.OUTCOME_SWITCHED_IDENTITY  # "0" is canonical, and not this email's hash
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_i16_5_a_valid_token_with_padding_appended_is_malformed(start_server, call_path,
+                                                                signing_key: keys.SigningKey) -> None:
+    """Finding 5: a valid token with ``==`` appended verified as valid (PyJWT pads before decoding).
+    JWT parts must be strict unpadded base64url (RFC 7515): ``malformed``."""
+    s = start_server(clock=lambda: NOW)
+    stub = s.stub()
+    genuine = rs256(signing_key, claims())
+    assert stub.VerifyToken(pb.VerifyTokenRequest(jwt=genuine), timeout=5).valid
+    for respelled in (genuine + "==", genuine + "=", genuine.replace(".", "=.", 1)):
+        r = stub.VerifyToken(pb.VerifyTokenRequest(jwt=respelled), timeout=5)
+        assert (r.valid, r.reason) == (False, "malformed")
+        e = stub.EvaluateEvent(pb.EvaluateEventRequest(action="form.submit", changes_customer_data=True,
+                                                       jwt=respelled), timeout=5)
+        assert not e.accepted and "malformed" in e.reason
+
+
+@pytest.mark.parametrize(("flags", "setting", "rule"), [
+    (("--rate-limit", "inf"), "SIDECAR_RATE_LIMIT", "must be a finite number"),
+    (("--rate-limit", "nan"), "SIDECAR_RATE_LIMIT", "must be a finite number"),
+    (("--max-message-bytes", "1099511627776"), "SIDECAR_MAX_MESSAGE_BYTES", "at most 67108864"),
+    (("--grace", "99999999999999999999d"), "SIDECAR_GRACE", "must be at most 1h"),
+    (("--log-level", "bogus"), "SIDECAR_LOG_LEVEL", "must be one of DEBUG, INFO, WARNING, ERROR"),
+])
+def test_i16_6_bad_setting_values_are_one_line_and_exit_2(flags, setting, rule) -> None:
+    """Finding 6 (low): these values gave a traceback and exit 1, and ``--rate-limit nan`` silently
+    turned rate limiting off. Now one stderr line naming the setting and the rule, exit 2."""
+    from conftest import ROOT, sidecar_cmd
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({"SIDECAR_METRICS_ADDR": "", "PYTHONPATH": str(ROOT)})
+    p = subprocess.run(sidecar_cmd("serve", *flags), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    lines = p.stderr.splitlines()
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith(f"sidecar: error: {setting}: ") and rule in lines[0] and flags[1] in lines[0]

@@ -163,66 +163,7 @@ def test_concurrency_bound_counts_fast_path_calls(start_server) -> None:
     stub.IssueToken(pb.IssueTokenRequest(email="third@b.example", uuid=UUID), timeout=10)  # room again
 
 
-def test_a_grpcio_whose_private_api_changed_falls_back_to_the_stock_path(start_server, caplog, monkeypatch) -> None:
-    """The self-test makes a real call: a changed signature (here the status operation's, as a
-    future grpcio might) is one warning and the stock path, not a TypeError at start-up."""
-    from sidecar.transport import fastpath
-
-    def changed(*_args: object) -> None:
-        raise TypeError("SendStatusFromServerOperation() takes 5 positional arguments")
-
-    monkeypatch.setattr(fastpath, "_self_test_result", None)  # this process's cached outcome: run it again
-    monkeypatch.setattr(fastpath.cygrpc, "SendStatusFromServerOperation", changed)
-    with caplog.at_level(logging.WARNING):
-        s = start_server()
-    monkeypatch.undo()
-    assert s.runtime.fast is None
-    warnings = [r.getMessage() for r in caplog.records if r.name == "sidecar.runtime"]
-    assert len(warnings) == 1 and "fast call path self-test failed" in warnings[0], warnings
-    assert "served by the stock grpc server" in warnings[0]
-    r = s.stub().IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=UUID), timeout=10)
-    assert r.token.key_id == s.sidecar.keys.current.key_id
-
-
 def test_the_self_test_passes_on_this_grpcio() -> None:
     from sidecar.transport import fastpath
 
     assert fastpath._run_self_test() == ""
-
-
-class _BrokenSeries:
-    """A metrics series that fails when the answer is sent: an error of ours while the call is open."""
-
-    def __init__(self, series: object) -> None:
-        self.started = series.started  # type: ignore[attr-defined]
-        self.failures = 0
-
-    def done(self, code: str, started: float) -> None:
-        self.failures += 1
-        raise RuntimeError("metrics backend gone")
-
-
-def test_an_error_while_a_call_is_open_answers_internal_and_frees_its_slot(start_server, caplog) -> None:
-    """An exception outside the servicer (here in the metrics, when the answer is sent) left the call
-    unanswered until its deadline and its in-flight slot taken for good: enough of them and the
-    concurrency bound refused every call."""
-    s = start_server()
-    fast = s.runtime.fast
-    assert fast is not None
-    method = next(m for m in fast.methods if m.name == "IssueToken")
-    healthy, method.series = method.series, _BrokenSeries(method.series)
-    stub = s.stub()
-    started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger="sidecar.fastpath"):
-        for _ in range(3):
-            with pytest.raises(grpc.RpcError) as err:
-                stub.IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=UUID), timeout=10)
-            assert err.value.code() is grpc.StatusCode.INTERNAL
-    assert time.monotonic() - started < 5  # answered, not left to the deadline
-    deadline = time.monotonic() + 5
-    while fast.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert fast.in_flight == 0
-    assert "cannot answer a call of IssueToken" in caplog.text
-    method.series = healthy
-    assert stub.IssueToken(pb.IssueTokenRequest(email="a@b.example", uuid=UUID), timeout=10).token.jwt
