@@ -397,6 +397,9 @@ def test_i16_5_a_valid_token_with_padding_appended_is_malformed(start_server, ca
     (("--max-message-bytes", "1099511627776"), "SIDECAR_MAX_MESSAGE_BYTES", "at most 67108864"),
     (("--grace", "99999999999999999999d"), "SIDECAR_GRACE", "must be at most 1h"),
     (("--log-level", "bogus"), "SIDECAR_LOG_LEVEL", "must be one of DEBUG, INFO, WARNING, ERROR"),
+    # Settings naming files are checked before the first log line, too.
+    (("--listen", "unix:///nonexistent-i16/x.sock"), "SIDECAR_LISTEN", "does not exist"),
+    (("--tls-cert", "/nonexistent-i16.pem", "--tls-key", "/nonexistent-i16.pem"), "SIDECAR_TLS_CERT", "cannot read"),
 ])
 def test_i16_6_bad_setting_values_are_one_line_and_exit_2(flags, setting, rule) -> None:
     """Finding 6 (low): these values gave a traceback and exit 1, and ``--rate-limit nan`` silently

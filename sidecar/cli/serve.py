@@ -181,6 +181,13 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     from sidecar.ops.supervisor import check_tcp_ports
 
+    # Settings that name files: refused here, before the first log line, as one line on stderr.
+    admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+    from sidecar.transport.runtime import check_unix_listen
+
+    for addr in cfg.listen:
+        if addr.startswith("unix://"):
+            check_unix_listen(addr)
     check_tcp_ports((*cfg.listen, *cfg.health_listen))
     settings = load_events(cfg)  # fail fast, before any worker starts
     if cfg.dev_mode:

@@ -61,6 +61,16 @@ class ServerOptions:
     fast_path_threads: int = 0
 
 
+def check_unix_listen(addr: str) -> Path:
+    """The socket path of a ``unix://`` listen address, refused (``ConfigError``) if it cannot be one."""
+    path = Path(addr.removeprefix("unix://"))
+    if not path.parent.is_dir():
+        raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
+    if path.exists() and not path.is_socket():
+        raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
+    return path
+
+
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
     """Listen on ``addr`` (TLS when ``credentials``); one ``ConfigError`` line naming ``setting`` if it can't."""
     try:
@@ -127,11 +137,7 @@ class Runtime:
 
     def _bind(self, addr: str) -> str:
         if addr.startswith("unix://"):
-            path = Path(addr.removeprefix("unix://"))
-            if not path.parent.is_dir():
-                raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
-            if path.exists() and not path.is_socket():
-                raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
+            path = check_unix_listen(addr)
             # grpc binds and listens right here: under this umask the socket is born with at most its
             # final mode, so no connection can come in before the chmod (the umask only ever narrows).
             mode = self.opts.socket_mode
