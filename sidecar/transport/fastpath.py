@@ -417,7 +417,8 @@ def _run_self_test() -> str:
     if reason:
         return reason
     directory = tempfile.mkdtemp(prefix="sidecar-fastpath-")  # mode 0700: nobody else can connect
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-self-test"))
+    pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-self-test")
+    server = grpc.server(pool)
     fast: FastPath | None = None
     try:
         fast = FastPath(server, _Probe(), (), threads=1)
@@ -441,6 +442,7 @@ def _run_self_test() -> str:
         server.stop(0).wait()
         if fast is not None:
             fast.stop()
+        pool.shutdown(wait=False)
         shutil.rmtree(directory, ignore_errors=True)
 
 
