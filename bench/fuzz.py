@@ -118,7 +118,7 @@ class Fuzzer:
             t[r.randrange(len(t))] = r.choice("A-_.=+/ \x00é")
             return "".join(t)
         if kind == 3:
-            return ".".join(base64.urlsafe_b64encode(os.urandom(r.randrange(40))).decode().rstrip("=")
+            return ".".join(base64.urlsafe_b64encode(r.randbytes(r.randrange(40))).decode().rstrip("=")
                             for _ in range(r.randrange(1, 5)))
         if kind == 4:
             return self.token[: r.randrange(len(self.token))]
