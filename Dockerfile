@@ -22,7 +22,7 @@ RUN --mount=type=secret,id=pip_cert \
     set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/pip wheel --no-cache-dir --index-url "${PIP_INDEX_URL}" --wheel-dir /wheels .; \
+    /opt/venv/bin/pip wheel --no-cache-dir --index-url "${PIP_INDEX_URL}" --wheel-dir /wheels '.[pinned]'; \
     /opt/venv/bin/pip install --no-cache-dir --no-index /wheels/*.whl; \
     /opt/venv/bin/pip uninstall --yes pip setuptools; \
     find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +; \

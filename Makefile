@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev,example,deploy]' -e clients/python
+	$(BIN)/python -m pip install -q -e '.[pinned,test,dev,example,deploy]' -e clients/python
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## demo: install, start a development-mode sidecar, resolve identities through it

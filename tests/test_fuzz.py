@@ -39,7 +39,8 @@ from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 SCALE = float(os.environ.get("SIDECAR_FUZZ_SCALE", "1"))
 #: Examples per test; the sum is the CI total (at least 10,000 at scale 1).
-EXAMPLES = {"resolve": 3000, "issue": 2400, "cookie": 1600, "verify": 1500, "event": 1500, "public_key": 50}
+EXAMPLES = {"resolve": 3000, "issue": 2400, "cookie": 1600, "verify": 1500, "event": 1500, "public_key": 50,
+            "raw": 400}
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 MAX_LIFETIME = 7 * 86400
 
@@ -143,7 +144,7 @@ def test_fuzz_issue_token(fuzz_server, email, uuid_, ttl) -> None:
     assert code in ALLOWED, (code, resp)
     if code == grpc.StatusCode.OK:
         check_token(resp.token, key, email)
-        assert _b64json(resp.token.jwt.split(".")[1])["uuid"] == uuid_
+        assert _b64json(resp.token.jwt.split(".")[1])["uuid"] == uuid_.lower()  # SPEC §9: lower case
 
 
 @fuzz_settings("cookie")
@@ -190,6 +191,55 @@ def test_fuzz_get_public_key(fuzz_server, metadata) -> None:
         assert exc.code() in ALLOWED, exc
         return
     assert resp.key_id == key.key_id and "PRIVATE" not in resp.pem
+
+
+_METHODS = ("ResolveIdentity", "IssueToken", "GetPublicKey", "VerifyToken", "EvaluateEvent")
+_VALID = pb.ResolveIdentityRequest(email="customer@synerise.com", identity_hash="-374943845",
+                                   cookie_uuid="345d4c8f-5aff-591d-a19c-1ca48923d9ee",
+                                   cookie_header="_snrs_p=identityHash:97").SerializeToString()
+raw_bytes = st.one_of(st.binary(max_size=120),
+                      st.integers(0, len(_VALID)).map(lambda n: _VALID[:n]),  # cut short
+                      st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 7)).map(  # one bit flipped
+                          lambda p: _VALID[:p[0]] + bytes([_VALID[p[0]] ^ (1 << p[1])]) + _VALID[p[0] + 1:]))
+
+
+@pytest.fixture(scope="module")
+def raw_servers(openssl_keys: Path) -> Iterator[dict[str, grpc.Channel]]:
+    """One server per call path, built as ``sidecar serve`` builds them."""
+    key = keys.load(str(openssl_keys / "private.pem"))
+    d = Path(tempfile.mkdtemp(prefix="fzr-", dir="/tmp"))
+    runtimes, channels = [], {}
+    for path in ("fast", "stock"):
+        opts = server_options(Config(call_path=path), Observer())
+        opts.fast_path_threads = 2 if path == "fast" else 0
+        runtime = build(Sidecar(KeyHolder(key), salt="someString"), ["127.0.0.1:0", f"unix://{d}/{path}.sock"], opts)
+        runtime.start()
+        assert (runtime.fast is not None) is (path == "fast")
+        runtimes.append(runtime)
+        channels[path] = grpc.insecure_channel(runtime.addresses[0])
+    try:
+        yield channels
+    finally:
+        for ch in channels.values():
+            ch.close()
+        for r in runtimes:
+            r.drain(0)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@fuzz_settings("raw")
+@given(data=raw_bytes, method=st.sampled_from(_METHODS))
+def test_fuzz_raw_request_bytes_on_both_paths(raw_servers, data, method, caplog) -> None:
+    """Bytes past the client's serializer: never INTERNAL/UNKNOWN, never a traceback (bench/fuzz.py: the big run)."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        for channel in raw_servers.values():
+            code, details = call(channel.unary_unary(f"/sidecar.v1.IdentityService/{method}"), data)
+            assert code in ALLOWED, (code, details)
+            if code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("request: "):
+                assert details == f"request: is not a valid sidecar.v1.{method}Request message"
+    assert not [r for r in caplog.records if r.exc_info], caplog.text
 
 
 def test_examples_add_up_to_ten_thousand() -> None:

@@ -34,12 +34,34 @@ def test_group_or_other_readable_key_is_refused(openssl_keys, tmp_path, mode) ->
     assert keyfile.load_key(str(path), None, allow_insecure=True).bits == 2048
 
 
-@pytest.mark.parametrize("mode", [0o600, 0o400, 0o620])
+@pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_owner_only_key_is_accepted(openssl_keys, tmp_path, mode) -> None:
     path = tmp_path / "private.pem"
     shutil.copy(openssl_keys / "private.pem", path)
     os.chmod(path, mode)
     assert keyfile.load_key(str(path), None).bits == 2048
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o622, 0o660, 0o606, 0o666, 0o670, 0o610 | 0o020])
+def test_key_writable_by_group_or_others_is_refused_even_with_the_flag(openssl_keys, tmp_path, mode) -> None:
+    path = tmp_path / "private.pem"
+    shutil.copy(openssl_keys / "private.pem", path)
+    os.chmod(path, mode)
+    for allow in (False, True):
+        with pytest.raises(UnusableKey, match=rf"key file .*: mode {mode:04o} lets group or others write it"):
+            keyfile.load_key(str(path), None, allow_insecure=allow)
+
+
+@pytest.mark.parametrize(("mode", "allow", "rule"), [(0o644, False, "read"), (0o620, True, "write"), (0o602, False, "write")])
+def test_passphrase_file_readable_or_writable_beyond_its_owner_is_refused(odd_keys, tmp_path, mode, allow,
+                                                                           rule) -> None:
+    pass_file = tmp_path / "pass.txt"
+    shutil.copy(odd_keys / "pass.txt", pass_file)
+    os.chmod(pass_file, mode)
+    with pytest.raises(UnusableKey, match=rf"^passphrase file .*: mode {mode:04o} lets group or others {rule} it"):
+        keyfile.load_key(str(odd_keys / "encrypted.pem"), str(pass_file), allow_insecure=allow)
+    os.chmod(pass_file, 0o600)
+    assert keyfile.load_key(str(odd_keys / "encrypted.pem"), str(pass_file)).bits == 2048
 
 
 def test_permissions_follow_symlinks(openssl_keys, tmp_path) -> None:

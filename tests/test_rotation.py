@@ -135,6 +135,7 @@ def test_wrong_passphrase_is_refused(key_files, tmp_path) -> None:
     shutil.copy(key_files["encrypted"], path)
     pw = tmp_path / "pass"
     pw.write_text("wrong-passphrase\n")
+    pw.chmod(0o600)  # a passphrase file readable beyond its owner is refused before any passphrase is tried
     holder, rec = KeyHolder(a), Recorder()
     assert KeyRotator(holder, rec, str(path), str(pw)).reload("SIGHUP") is False
     assert holder.current is a

@@ -38,9 +38,10 @@ def test_email_refuses(bad, reason, rule):
     assert str(exc.value).startswith("email: ")
 
 
-@pytest.mark.parametrize("ok", ["0f8fad5b-d9cb-469f-a165-70867728950e", "0F8FAD5B-D9CB-469F-A165-70867728950E"])
-def test_uuid_accepts_unchanged(ok):
-    assert validation.customer_uuid(ok) == ok
+@pytest.mark.parametrize("ok", ["0f8fad5b-d9cb-469f-a165-70867728950e", "0F8FAD5B-D9CB-469F-A165-70867728950E",
+                                "0f8FAD5b-d9CB-469f-A165-70867728950e"])
+def test_uuid_accepts_and_lower_cases(ok):
+    assert validation.customer_uuid(ok) == "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 @pytest.mark.parametrize("bad", ["0f8fad5bd9cb469fa16570867728950e", "{0f8fad5b-d9cb-469f-a165-70867728950e}",
@@ -64,7 +65,8 @@ def test_identity_hash_accepts(ok):
     assert validation.identity_hash(ok) == ok
 
 
-@pytest.mark.parametrize("bad", ["2147483648", "-2147483649", "+5", "1.5", "abc", " 5", "--5", "99999999999", "٣"])
+@pytest.mark.parametrize("bad", ["2147483648", "-2147483649", "+5", "1.5", "abc", " 5", "--5", "99999999999", "٣",
+                                 "-0", "00", "007", "-007", "0097", "5 ", "1_000", "-", "0x1f", "１"])
 def test_identity_hash_refuses(bad):
     with pytest.raises(InvalidArgument, match=r"^identity_hash: must be empty or a signed 32-bit") as exc:
         validation.identity_hash(bad)

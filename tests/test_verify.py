@@ -220,3 +220,54 @@ def test_cli_verify_asks_the_server(start_server, foreign_key: keys.SigningKey) 
     assert f"email: {EMAIL}" in r.stdout
     r = run_cli("verify", rs256(foreign_key, claims(exp=int(time.time()) + HOUR)), "--addr", s.tcp)
     assert (r.returncode, r.stdout) == (1, "invalid: bad_signature\n")
+
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respell(part: str, how: str) -> str:
+    """The same bytes as ``part`` (to a lenient decoder), spelled another way."""
+    if how == "padded":
+        return part + "=" * (-len(part) % 4 or 4)
+    if how == "standard_alphabet":
+        return part.replace("-", "+").replace("_", "/")
+    if how == "unused_bits":  # the last character's low bits carry nothing: setting one keeps the bytes
+        assert len(part) % 4 in (2, 3)
+        return part[:-1] + _ALPHABET[_ALPHABET.index(part[-1]) | 1]
+    assert how == "whitespace"
+    return part[:10] + "\n" + part[10:]
+
+
+@pytest.mark.parametrize("how", ["padded", "standard_alphabet", "unused_bits", "whitespace"])
+def test_signature_must_be_strict_unpadded_base64url(signing_key: keys.SigningKey, how: str) -> None:
+    """A genuine token with its signature respelled (``==`` appended, ...) verified as valid."""
+    import jwt as pyjwt
+
+    for n in range(200):  # a signature with '-' or '_' in it, for the alphabet case
+        genuine = rs256(signing_key, claims(exp=NOW + HOUR + n))
+        head, body, sig = genuine.split(".")
+        if how != "standard_alphabet" or "-" in sig or "_" in sig:
+            break
+    respelled = f"{head}.{body}.{_respell(sig, how)}"
+    assert verifier(signing_key).verify(genuine).valid and respelled != genuine
+    if how == "padded":  # the library underneath reads it as the genuine signature
+        pyjwt.api_jws.PyJWS().decode_complete(respelled, signing_key.public_key, algorithms=["RS256"])
+    assert verifier(signing_key).verify(respelled).reason == "malformed"
+
+
+@pytest.mark.parametrize("how", ["padded", "whitespace"])
+@pytest.mark.parametrize("index", [0, 1])
+def test_header_and_payload_must_be_strict_unpadded_base64url(signing_key: keys.SigningKey, index: int,
+                                                              how: str) -> None:
+    parts = rs256(signing_key, claims()).split(".")
+    parts[index] = _respell(parts[index], how)
+    assert verifier(signing_key).verify(".".join(parts)).reason == "malformed"
+
+
+def test_strict_b64url() -> None:
+    from sidecar.domain.verify import strict_b64url
+
+    assert strict_b64url("") and strict_b64url("AA") and strict_b64url("AAA") and strict_b64url("AAAA")
+    for bad in ("A", "AB", "AAB", "AA==", "AA=", "+/", "A A", "AA\n", "é", "AAAAA"):
+        assert not strict_b64url(bad), bad

@@ -113,7 +113,7 @@ class Config:
         "how often the key file is checked for a change (rotation without a signal; SIGHUP reloads at once)", KEYS))
     allow_insecure_key_permissions: bool = field(default=False, metadata=setting(
         "SIDECAR_ALLOW_INSECURE_KEY_PERMISSIONS", "--allow-insecure-key-permissions", SWITCH,
-        "accept a key file readable by group or others", KEYS))
+        "accept key files readable by group or others (never ones they may write)", KEYS))
 
     default_ttl: timedelta = field(default=DEFAULT_TTL, metadata=setting(
         "SIDECAR_DEFAULT_TTL", "--default-ttl",
@@ -138,8 +138,8 @@ class Config:
 
     listen: tuple[str, ...] = field(default=("127.0.0.1:50051",), metadata=setting(
         "SIDECAR_LISTEN", "--listen", comma_list(),
-        "comma-separated `unix:///path/to.sock` and `host:port` addresses; plaintext TCP only on loopback "
-        "unless TLS or `--insecure-tcp`", NETWORK, keep_empty=True))
+        "comma-separated `unix:///path/to.sock` and `host:port` addresses; TCP off loopback needs mTLS "
+        "(`SIDECAR_TLS_CLIENT_CA`) or `--insecure-tcp`", NETWORK, keep_empty=True))
     health_listen: tuple[str, ...] = field(default=(), metadata=setting(
         "SIDECAR_HEALTH_LISTEN", "--health-listen", comma_list(),
         "`host:port` addresses of a second server answering only `grpc.health.v1` (for kubelet `grpc:` probes, "
@@ -165,7 +165,8 @@ class Config:
         "needs `SIDECAR_TLS_CLIENT_CA`", NETWORK, default_doc="any valid certificate"))
     insecure_tcp: bool = field(default=False, metadata=setting(
         "SIDECAR_INSECURE_TCP", "--insecure-tcp", SWITCH,
-        "allow plaintext TCP on a non-loopback address (explicit opt-out)", NETWORK))
+        "allow TCP on a non-loopback address without client certificates (plaintext or server-only TLS), for "
+        "meshes that authenticate callers themselves; logged as a warning at every start", NETWORK))
 
     max_message_bytes: int = field(default=16 * 1024, metadata=setting(
         "SIDECAR_MAX_MESSAGE_BYTES", "--max-message-bytes",
@@ -294,20 +295,26 @@ def _check_next_key(cfg: Config) -> None:
 
 
 def _check_transport_security(cfg: Config) -> None:
-    """TLS comes in pairs, mTLS and the allow-list build on it, plaintext TCP stays on loopback."""
+    """TLS comes in pairs, mTLS and the allow-list build on it, TCP without mTLS stays on loopback."""
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
         raise ConfigError("SIDECAR_TLS_CERT and SIDECAR_TLS_KEY: set both or neither")
     if cfg.tls_client_ca is not None and cfg.tls_cert is None:
         raise ConfigError("SIDECAR_TLS_CLIENT_CA: needs SIDECAR_TLS_CERT and SIDECAR_TLS_KEY (mTLS runs over TLS)")
     if cfg.allowed_clients and cfg.tls_client_ca is None:
         raise ConfigError("SIDECAR_ALLOWED_CLIENTS: needs SIDECAR_TLS_CLIENT_CA (the list names client certificates)")
-    if cfg.tls_cert is None and not cfg.insecure_tcp:
-        for addr in cfg.listen:
-            if not addr.startswith("unix://") and not is_loopback(addr):
-                raise ConfigError(
-                    f"SIDECAR_LISTEN: {addr} is not a loopback address; set SIDECAR_TLS_CERT and SIDECAR_TLS_KEY "
-                    "(and SIDECAR_TLS_CLIENT_CA for mTLS), or pass --insecure-tcp"
-                )
+    # Server-only TLS authenticates no caller: whoever reaches the port could mint tokens.
+    exposed = exposed_tcp(cfg.listen)
+    if exposed and cfg.tls_client_ca is None and not cfg.insecure_tcp:
+        raise ConfigError(
+            f"SIDECAR_LISTEN: {exposed[0]} is not a loopback address, so callers must present client certificates: "
+            "set SIDECAR_TLS_CERT, SIDECAR_TLS_KEY and SIDECAR_TLS_CLIENT_CA (mTLS), or pass --insecure-tcp "
+            "where a mesh authenticates callers itself"
+        )
+
+
+def exposed_tcp(listen: tuple[str, ...]) -> list[str]:
+    """The TCP listen addresses reachable from other hosts."""
+    return [addr for addr in listen if not addr.startswith("unix://") and not is_loopback(addr)]
 
 
 def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] | None = None) -> Config:

@@ -11,7 +11,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
-from sidecar.cli.config import Config
+from sidecar.cli.config import Config, exposed_tcp
 from sidecar.domain import event_policy
 from sidecar.domain.keys import KeyHolder, SigningKey
 from sidecar.ops.rotation import KeyRotator
@@ -184,11 +184,23 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     from sidecar.ops.supervisor import check_tcp_ports
 
+    # Settings that name files: refused here, before the first log line, as one line on stderr.
+    admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+    from sidecar.transport.runtime import check_unix_listen
+
+    for addr in cfg.listen:
+        if addr.startswith("unix://"):
+            check_unix_listen(addr)
     check_tcp_ports((*cfg.listen, *cfg.health_listen))
     settings = load_events(cfg)  # fail fast, before any worker starts
     if cfg.dev_mode:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
             log.warning(line)
+    exposed = exposed_tcp(cfg.listen)
+    if exposed and cfg.tls_client_ca is None:  # only with --insecure-tcp: Config refuses it otherwise
+        log.warning("INSECURE TCP (--insecure-tcp): %s accept callers without a client certificate (%s); anyone who "
+                    "reaches them can sign tokens, so a mesh must authenticate callers", ", ".join(exposed),
+                    "server-only TLS" if cfg.tls_cert else "plaintext")
     log.info("signing key %s (%d bits) from %s", key.key_id, key.bits, key.source)
     # No *_created series: they would double the series count for nothing.
     disable_created_metrics()  # type: ignore[no-untyped-call]

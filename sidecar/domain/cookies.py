@@ -30,7 +30,9 @@ def parse_cookie_header(header: str) -> SyneriseCookies:
     quoted or percent-encoded values, and pairs without ``=`` are skipped over
     rather than refused. The first occurrence of a name wins, as in browsers
     sending the most specific path first. Validation of the values found is the
-    caller's job.
+    caller's job, with the rules of the request fields (SPEC §9): the use case
+    lower-cases ``_snrs_uuid`` and refuses an ``identityHash`` that is not
+    canonical decimal (``-0``, ``007``) as ``cookie_header._snrs_p.identityHash``.
     """
     found: dict[str, str] = {}
     for part in header.split(";"):

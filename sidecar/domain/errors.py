@@ -36,6 +36,21 @@ class InvalidArgument(CallerError):
         self.reason = reason
 
 
+class MalformedRequest(InvalidArgument):
+    """The request's bytes are not a valid message of its type (SPEC §9).
+
+    Raised by whichever listener parses the bytes (gRPC on either call path,
+    Connect), so each answers the same ``INVALID_ARGUMENT``, counted as
+    ``malformed_request``, and logs no traceback.
+
+    >>> str(MalformedRequest("sidecar.v1.IssueTokenRequest"))
+    'request: is not a valid sidecar.v1.IssueTokenRequest message'
+    """
+
+    def __init__(self, message_type: str) -> None:
+        super().__init__("request", f"is not a valid {message_type} message", "malformed_request")
+
+
 class ServiceError(SidecarError):
     """The sidecar cannot serve the request; the caller may retry later."""
 

@@ -23,7 +23,8 @@ MAX_TTL = timedelta(days=7)
 DEFAULT_TTL = timedelta(hours=24)
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_HASH_RE = re.compile(r"-?[0-9]{1,10}")
+#: Canonical decimal (SPEC §9): no sign but ``-``, no leading zeros, no ``-0``; ASCII digits only.
+_HASH_RE = re.compile(r"0|-?[1-9][0-9]{0,9}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
@@ -58,9 +59,13 @@ def email(value: str, field: str = "email") -> str:
 
 
 def customer_uuid(value: str, field: str = "uuid", *, required: bool = True) -> str:
-    """Check a canonical 8-4-4-4-12 hex UUID; returns it unchanged.
+    """Check a canonical 8-4-4-4-12 hex UUID; returns it in lower case (SPEC §9).
 
-    With ``required=False`` an empty value is allowed and returned as ``""``.
+    Upper-case hex digits are accepted, so one visitor never gets two ``uuid``
+    claims. With ``required=False`` an empty value is allowed and returned as ``""``.
+
+    >>> customer_uuid("0F8FAD5B-D9CB-469F-A165-70867728950E")
+    '0f8fad5b-d9cb-469f-a165-70867728950e'
     """
     if not value:
         if required:
@@ -68,16 +73,21 @@ def customer_uuid(value: str, field: str = "uuid", *, required: bool = True) -> 
         return ""
     if not _UUID_RE.fullmatch(value):
         raise InvalidArgument(field, "must be a canonical UUID (8-4-4-4-12 hex digits)", "uuid_format")
-    return value
+    return value.lower()
 
 
 def identity_hash(value: str, field: str = "identity_hash") -> str:
-    """Check an identity hash: empty, or an optional minus and digits fitting in int32."""
+    """Check an identity hash: empty, or a signed 32-bit integer in canonical decimal (SPEC §9).
+
+    Canonical is what ``SR.client.hashIdentity`` prints: ``-?(0|[1-9][0-9]*)``,
+    so ``-0``, ``007``, ``+1`` and ``1_000`` are refused, not read as numbers.
+    """
     if not value:
         return ""
     if not _HASH_RE.fullmatch(value) or not _INT32_MIN <= int(value) <= _INT32_MAX:
         raise InvalidArgument(
-            field, "must be empty or a signed 32-bit decimal integer", "identity_hash_format"
+            field, "must be empty or a signed 32-bit integer in canonical decimal (no leading zeros, no -0)",
+            "identity_hash_format"
         )
     return value
 

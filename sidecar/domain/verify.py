@@ -3,7 +3,10 @@
 A token is valid when all of these hold, checked in this order (the first
 failure is the ``reason``):
 
-1. three base64url parts, the header a JSON object (``malformed``);
+1. three parts in strict unpadded base64url (RFC 7515 §2: the URL-safe alphabet,
+   no ``=``, no unused bits set; SPEC §9), the header a JSON object
+   (``malformed``): any other spelling of the same bytes is refused, so one
+   token has one text;
 2. the header's ``alg`` is exactly ``RS256`` and ``typ``, if present, ``JWT``
    (``wrong_alg`` / ``malformed``): ``none``, ``HS256`` (the classic attack of
    using the public key as an HMAC secret), ``RS512``, ``PS256``... are refused
@@ -33,7 +36,10 @@ period after a rotation; that is more lenient than Synerise and documented so.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +69,25 @@ REASONS = (
     "expired",  # exp is now or in the past
     "lifetime_too_long",  # exp is 7 days or more away
 )
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def strict_b64url(part: str) -> bool:
+    """Whether ``part`` is the one unpadded base64url spelling of some bytes (RFC 7515 §2, RFC 4648 §5).
+
+    >>> strict_b64url("eyJhIjoxfQ"), strict_b64url("eyJhIjoxfQ=="), strict_b64url("eyJhIjoxfR")
+    (True, False, False)
+    """
+    if not _B64URL.fullmatch(part) or len(part) % 4 == 1:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    # Unused low bits of the last character must be zero: re-encoding gives the text back.
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == part
+
 
 # One PyJWS instance pinned to RS256: even if a caller passed another algorithm
 # list by mistake, this object has no other algorithm to run.
@@ -136,6 +161,8 @@ class Verifier:
         now = self.clock()
         if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
             return Verdict.invalid("malformed")
+        if not all(strict_b64url(part) for part in token.split(".")):
+            return Verdict.invalid("malformed")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -183,7 +210,7 @@ def _check_claims(payload_bytes: bytes, key: PublicKeyInfo, now: float) -> Verdi
     if not isinstance(uuid_, str) or not isinstance(email, str):
         return Verdict.invalid("bad_claim")
     try:
-        validation.customer_uuid(uuid_)
+        uuid_ = validation.customer_uuid(uuid_)  # lower case (SPEC §9), also for a token an older version signed
         validation.email(email)
     except InvalidArgument:
         return Verdict.invalid("bad_claim")

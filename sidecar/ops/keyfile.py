@@ -1,8 +1,11 @@
-"""Key-file safety: who may read the key file, and no core dumps holding it.
+"""Key-file safety: who may read or write the key files, and no core dumps holding them.
 
-A private key file readable by others is refused, and so is one readable by its
-group (unless the operator says ``--allow-insecure-key-permissions``): on a
-shared node anyone in the group could copy it. One group-readable layout is
+A key file (the active key, its passphrase file, the next key) that group or
+others may *write* is always refused (SPEC §9): with the file watcher, anyone
+who can write it swaps the signing key. One readable by others is refused, and
+so is one readable by its group (unless the operator says
+``--allow-insecure-key-permissions``): on a shared node anyone in the group
+could copy it. One group-readable layout is
 accepted because it is how Kubernetes mounts a Secret for a non-root container:
 ``defaultMode: 0400`` with ``fsGroup`` gives ``0440 root:<fsGroup>``. There the
 file belongs to someone else, this process reads it only through its own group,
@@ -21,10 +24,17 @@ from sidecar.domain.errors import UnusableKey
 
 #: Permission bits that make a key file readable beyond its owner.
 INSECURE_BITS = stat.S_IRGRP | stat.S_IROTH
+#: Permission bits that let someone other than the owner replace the key: never accepted.
+WRITABLE_BITS = stat.S_IWGRP | stat.S_IWOTH
 
 
-def check_key_permissions(path: str, *, allow_insecure: bool = False) -> None:
-    """Refuse a key file (after following symlinks) readable by group or others.
+def check_key_permissions(path: str, *, allow_insecure: bool = False, role: str = "key file") -> None:
+    """Refuse a key file (after following symlinks) that group or others may write, or read.
+
+    ``role`` names the file in the error (``key file``, ``passphrase file``,
+    ``next key file``); ``allow_insecure`` (``--allow-insecure-key-permissions``)
+    lets group and others *read* it, never write it. Call it wherever such a file
+    is (re)loaded: start-up and every reload.
 
     >>> check_key_permissions("/nonexistent")  # a missing file is reported by the loader
     """
@@ -35,9 +45,15 @@ def check_key_permissions(path: str, *, allow_insecure: bool = False) -> None:
     mode = st.st_mode
     if not stat.S_ISREG(mode):  # a directory or device is reported by the loader, accurately
         return
+    if mode & WRITABLE_BITS:
+        raise UnusableKey(
+            f"{role} {path}: mode {stat.S_IMODE(mode):04o} lets group or others write it (and so swap the key); "
+            "chmod 600 it (Kubernetes: defaultMode 0400)"
+        )
     if mode & INSECURE_BITS and not allow_insecure and not _secret_volume_layout(st):
         raise UnusableKey(
-            f"key file {path}: mode {stat.S_IMODE(mode):04o} lets group or others read the private key; "
+            f"{role} {path}: mode {stat.S_IMODE(mode):04o} lets group or others read "
+            f"{'it' if role == 'passphrase file' else 'the private key'}; "
             "chmod 600 it (Kubernetes: defaultMode 0400), or pass --allow-insecure-key-permissions"
         )
 
@@ -57,8 +73,10 @@ def _secret_volume_layout(st: os.stat_result, euid: int | None = None, groups: s
 
 
 def load_key(path: str, passphrase_file: str | None, *, allow_insecure: bool = False) -> keys.SigningKey:
-    """Check the file's permissions, then load the key (start-up and every reload)."""
+    """Check the files' permissions (key and passphrase), then load the key (start-up and every reload)."""
     check_key_permissions(path, allow_insecure=allow_insecure)
+    if passphrase_file is not None:
+        check_key_permissions(passphrase_file, allow_insecure=allow_insecure, role="passphrase file")
     return keys.load(path, passphrase_file)
 
 

@@ -21,26 +21,33 @@ unknown methods) stays on the stock server, which also owns the listeners,
 TLS and the drain: grpc core's shutdown waits for these calls too.
 
 This uses grpcio's Cython layer (``grpc._cython.cygrpc``), which is not a
-public API. grpcio is pinned; :func:`unavailable` names what is missing if a
-future grpcio changes it, and ``SIDECAR_CALL_PATH=stock`` serves everything
-through the stock server.
+public API. grpcio is pinned for the image (the ``pinned`` extra) and a CI step
+runs the contract tests on the newest one; :func:`unavailable` names what is
+missing if a future grpcio removes it, and :func:`self_test` makes one real
+call through this path on an internal Unix socket before a server uses it: any
+failure there (a changed signature, a changed behaviour) is one warning and
+the stock path. ``SIDECAR_CALL_PATH=stock`` serves everything through the stock
+server. Once serving, any error while a call is open answers it ``INTERNAL``
+and releases its in-flight slot.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import message
 from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics
 from sidecar.transport.admission import ConcurrencyLimit, Guard
 from sidecar.transport.interceptors import MetricsInterceptor
+from sidecar.transport.servicer import request_parser
 from sidecar.v1 import identity_pb2 as pb
 
 try:
@@ -204,9 +211,6 @@ class _Loop:
     def run(self) -> None:
         fast = self.fast
         queue = fast.queue
-        for _ in range(_REQUESTS):
-            for method in fast.methods:
-                self.request(method)
         shutdown = cygrpc.CompletionType.queue_shutdown
         while True:
             event = queue.poll()
@@ -220,7 +224,7 @@ class _Loop:
                     self.respond(tag, event)
                 elif type(tag) is Method:
                     self.accept(tag, event)
-            except Exception:  # a call must never take the loop down
+            except Exception:  # respond and accept answer and count their own calls; this is the last net
                 log.exception("fast path: unexpected error")
             event = None  # drop the call before blocking again
 
@@ -232,39 +236,69 @@ class _Loop:
         method.series.start()
         self.in_flight += 1
         tag = _Received(method, event, started)
-        if event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
+        try:
+            refused = event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0
+        except Exception:
+            log.exception("fast path: cannot read the request of %s", method.name)
+            self._abandon(tag, "INTERNAL")
+            return
+        if refused:
             self.in_flight -= 1
             method.series.done("CANCELLED", started)
 
     def respond(self, tag: _Received, event: Any) -> None:
         method = tag.method
         code, details, body = grpc.StatusCode.OK, "", None
-        data = event.batch_operations[0].message() if event.success else None
-        if data is None:  # the caller went away (or grpc refused the message, e.g. too large)
-            code, details = grpc.StatusCode.CANCELLED, "no request message"
-        else:
-            try:
+        try:
+            data = event.batch_operations[0].message() if event.success else None
+            if data is None:  # the caller went away (or grpc refused the message, e.g. too large)
+                code, details = grpc.StatusCode.CANCELLED, "no request message"
+            else:
                 context = Context(tag.event)
                 for guard in self.fast.guards:
                     guard(method.name, context)
-                try:
-                    request = method.parse(data)
-                except message.DecodeError:
-                    raise Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
-                body = method.behavior(request, context).SerializeToString()
-            except Abort as exc:
-                code, details = exc.code, exc.details
-            except Exception:  # the servicer maps domain errors; this is a bug
-                log.exception("fast path: unexpected error in %s", method.name)
-                code, details = grpc.StatusCode.INTERNAL, "internal error"
-        ops = [cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS)]
-        if body is not None:
-            ops.append(cygrpc.SendMessageOperation(body, _NO_FLAGS))
-        ops += (cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS),
-                cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
-        method.series.done(code.name, tag.started)  # before the caller can see the answer, as the stock path does
-        if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
-            self.in_flight -= 1
+                # Bytes that are no message parse to a MalformedRequest, which the servicer refuses.
+                body = method.behavior(method.parse(data), context).SerializeToString()
+        except Abort as exc:
+            code, details = exc.code, exc.details
+        except Exception:  # the servicer maps domain errors; this is a bug
+            log.exception("fast path: unexpected error in %s", method.name)
+            code, details, body = grpc.StatusCode.INTERNAL, "internal error", None
+        self.finish(tag, code, details, body)
+
+    def finish(self, tag: _Received, code: grpc.StatusCode, details: str, body: bytes | None) -> None:
+        """Send the answer and the status in one batch; the slot is released when it completes.
+
+        If that fails (a bug of ours, a changed grpcio), the call is cancelled ``INTERNAL`` and its
+        slot released at once, so no call stays open and the concurrency bound never fills up.
+        """
+        reported = False
+        try:
+            ops = [cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS)]
+            if body is not None:
+                ops.append(cygrpc.SendMessageOperation(body, _NO_FLAGS))
+            ops += (cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS),
+                    cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
+            tag.method.series.done(code.name, tag.started)  # before the caller can see the answer, as on stock
+            reported = True
+            if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
+                self.in_flight -= 1
+        except Exception:
+            log.exception("fast path: cannot answer a call of %s", tag.method.name)
+            self._abandon(tag, None if reported else "INTERNAL")
+
+    def _abandon(self, tag: _Received, code: str | None) -> None:
+        """After an error of ours around an open call: free its slot, end it ``INTERNAL``, report ``code``."""
+        self.in_flight -= 1
+        try:
+            tag.event.call.cancel(grpc.StatusCode.INTERNAL.value[0], b"internal error")
+        except Exception:  # noqa: BLE001 - nothing more can be done for this call; its deadline ends it
+            log.warning("fast path: could not cancel a call of %s", tag.method.name)
+        if code is not None:
+            try:
+                tag.method.series.done(code, tag.started)
+            except Exception:  # noqa: BLE001 - the metrics failed already; the call is answered
+                pass
 
 
 class FastPath:
@@ -292,12 +326,10 @@ class FastPath:
                     bounds.append(interceptor)
             else:
                 raise RuntimeError(f"fast call path cannot apply the interceptor {type(interceptor).__name__}")
-        for bound in bounds:  # only once nothing can refuse: a refused path must leave no trace
-            bound.counters.append(self)
         self.core_server = server._cy_server  # private: see the module docstring
         self.guards = tuple(guards)
         self.methods = [
-            Method(m.name, GetMessageClass(m.input_type).FromString, getattr(servicer, m.name),
+            Method(m.name, request_parser(GetMessageClass(m.input_type)), getattr(servicer, m.name),
                    rpc_metrics.series(f"/{_SERVICE.full_name}/{m.name}", "unary") if rpc_metrics else _NO_SERIES)
             for m in _SERVICE.methods if not (m.client_streaming or m.server_streaming)
         ]
@@ -307,6 +339,8 @@ class FastPath:
         self.core_server.register_completion_queue(self.queue)
         self.stopping = False
         self._loops = [_Loop(self, i) for i in range(max(1, threads))]
+        for bound in bounds:  # only once nothing can refuse: a refused path must leave no trace
+            bound.counters.append(self)
 
     @property
     def in_flight(self) -> int:
@@ -314,6 +348,12 @@ class FastPath:
         return sum(loop.in_flight for loop in self._loops)
 
     def start(self) -> None:
+        # The first requests are posted here, before start() returns: a loop thread posting them
+        # while the server is already being stopped (a drain right after start) crashed grpc core.
+        for loop in self._loops:
+            for _ in range(_REQUESTS):
+                for method in self.methods:
+                    loop.request(method)
         for loop in self._loops:
             loop.thread.start()
 
@@ -323,3 +363,94 @@ class FastPath:
         self.queue.shutdown()
         for loop in self._loops:
             loop.thread.join(timeout=10)
+
+
+class _Probe:
+    """What :func:`self_test` serves: every method echoes what it read through :class:`Context`."""
+
+    def __getattr__(self, name: str) -> Callable[[Any, Context], Any]:
+        if name not in _SERVICE.methods_by_name:
+            raise AttributeError(name)
+        return self.probe
+
+    @staticmethod
+    def probe(request: Any, context: Context) -> pb.GetPublicKeyResponse:
+        # Everything the guards and the servicer read off a call, through the private API.
+        metadata = dict(context.invocation_metadata())
+        context.peer_identities()
+        context.auth_context()
+        peer, remaining = context.peer(), context.time_remaining()
+        if not peer.startswith("unix:") or not 0 < remaining <= 2 * _SELF_TEST_TIMEOUT:  # core rounds deadlines
+            raise RuntimeError(f"call details read back wrong: peer {peer!r}, {remaining:.1f} s left")
+        if not isinstance(request, pb.GetPublicKeyRequest):
+            raise RuntimeError(f"request parsed as {type(request).__name__}")
+        return pb.GetPublicKeyResponse(key_id=metadata.get("x-self-test", ""), bits=7)
+
+
+_SELF_TEST_TIMEOUT = 10.0
+#: The outcome of this process's self-test ("" passed); ``None``: not run yet.
+_self_test_result: str | None = None
+_self_test_lock = threading.Lock()
+
+
+def self_test() -> str:
+    """Make one real call through the fast path, on a throwaway server and an internal Unix socket.
+
+    Returns why the fast path must not be used ("" when the call came back right).
+    It checks behaviour, not names: registration, the completion queue, the
+    request, the metadata, peer and deadline reads, the answer and the status.
+    Run once per process (the grpcio in it does not change); any exception is
+    a failure.
+    """
+    global _self_test_result
+    with _self_test_lock:
+        if _self_test_result is None:
+            try:
+                problem = _run_self_test()
+            except Exception as exc:  # noqa: BLE001 - whatever a changed grpcio raises, the stock path serves
+                problem = f"{type(exc).__name__}: {exc}"
+            _self_test_result = f"fast call path self-test failed: {problem}" if problem else ""
+        return _self_test_result
+
+
+def _run_self_test() -> str:
+    from concurrent import futures
+
+    reason = "grpcio has no grpc._cython.cygrpc" if cygrpc is None else ""
+    if reason:
+        return reason
+    directory = tempfile.mkdtemp(prefix="sidecar-fastpath-")  # mode 0700: nobody else can connect
+    pool = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpath-self-test")
+    server = grpc.server(pool)
+    fast: FastPath | None = None
+    try:
+        fast = FastPath(server, _Probe(), (), threads=1)
+        address = f"unix://{directory}/self-test.sock"
+        if server.add_insecure_port(address) == 0:
+            return "cannot listen on an internal socket"
+        server.start()
+        fast.start()
+        nonce = str(time.monotonic_ns())
+        with grpc.insecure_channel(address) as channel:
+            call = channel.unary_unary(f"/{_SERVICE.full_name}/GetPublicKey",
+                                       request_serializer=pb.GetPublicKeyRequest.SerializeToString,
+                                       response_deserializer=pb.GetPublicKeyResponse.FromString)
+            response = call(pb.GetPublicKeyRequest(), timeout=_SELF_TEST_TIMEOUT, metadata=(("x-self-test", nonce),))
+        if (response.key_id, response.bits) != (nonce, 7):
+            return "the answer came back wrong"
+        if fast.in_flight != 0 and not _settles(fast):
+            return "the call was not released"
+        return ""
+    finally:
+        server.stop(0).wait()
+        if fast is not None:
+            fast.stop()
+        pool.shutdown(wait=False)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _settles(fast: FastPath) -> bool:
+    deadline = time.monotonic() + 2
+    while fast.in_flight and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return fast.in_flight == 0

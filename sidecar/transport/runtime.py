@@ -23,9 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath, reflection
-from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
+from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer, generic_handler
 from sidecar.v1 import identity_pb2 as pb
-from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 log = logging.getLogger("sidecar.runtime")
 
@@ -61,6 +60,16 @@ class ServerOptions:
     fast_path_threads: int = 0
 
 
+def check_unix_listen(addr: str) -> Path:
+    """The socket path of a ``unix://`` listen address, refused (``ConfigError``) if it cannot be one."""
+    path = Path(addr.removeprefix("unix://"))
+    if not path.parent.is_dir():
+        raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
+    if path.exists() and not path.is_socket():
+        raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
+    return path
+
+
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
     """Listen on ``addr`` (TLS when ``credentials``); one ``ConfigError`` line naming ``setting`` if it can't."""
     try:
@@ -82,20 +91,25 @@ class Runtime:
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         channel_opts = [("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), *self.opts.options]
-        self.server = grpc.server(
-            self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
-            interceptors=self.opts.interceptors,
-            options=channel_opts,
-        )
+        executor = self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers,
+                                                                    thread_name_prefix="rpc")
+        self.server = grpc.server(executor, interceptors=self.opts.interceptors, options=channel_opts)
         self.fast: fastpath.FastPath | None = None
         if self.opts.fast_path_threads:
-            try:
-                self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
-                                              self.opts.fast_path_threads)
-            except RuntimeError as exc:
-                log.warning("%s; IdentityService is served by the stock grpc server", exc)
+            # One real call through it first (once per process): a grpcio that changed is served by stock.
+            problem = fastpath.self_test()
+            if not problem:
+                try:
+                    self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
+                                                  self.opts.fast_path_threads)
+                except Exception as exc:  # noqa: BLE001 - any failure here means the stock path
+                    problem = str(exc) if isinstance(exc, RuntimeError) else f"{type(exc).__name__}: {exc}"
+                    # The attempt may have registered methods with grpc core: start from a fresh server.
+                    self.server = grpc.server(executor, interceptors=self.opts.interceptors, options=channel_opts)
+            if problem:
+                log.warning("%s; IdentityService is served by the stock grpc server", problem)
         if self.fast is None:
-            pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
+            self.server.add_generic_rpc_handlers((generic_handler(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable(self.server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         self.addresses: list[str] = []
@@ -119,13 +133,17 @@ class Runtime:
 
     def _bind(self, addr: str) -> str:
         if addr.startswith("unix://"):
-            path = Path(addr.removeprefix("unix://"))
-            if not path.parent.is_dir():
-                raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
-            if path.exists() and not path.is_socket():
-                raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
-            self._bind_port(addr)
-            os.chmod(path, self.opts.socket_mode)
+            path = check_unix_listen(addr)
+            # grpc binds and listens right here: under this umask the socket is born with at most its
+            # final mode, so no connection can come in before the chmod (the umask only ever narrows).
+            mode = self.opts.socket_mode
+            old = os.umask(0o777)
+            os.umask(old | (0o777 & ~mode))
+            try:
+                self._bind_port(addr)
+            finally:
+                os.umask(old)
+            os.chmod(path, mode)
             self._sockets.append(path)
             return addr
         port = self._bind_port(addr)

@@ -4,6 +4,12 @@ Nothing here knows about hashing, UUIDs, lifetimes or claims. Errors from the
 domain are mapped to status codes in one table, :data:`STATUS_FOR`; anything
 unexpected becomes ``INTERNAL`` with a generic message and is logged here,
 never sent.
+
+Request bytes are parsed by :func:`request_parser`, on both call paths: bytes
+that are not a valid message become a :class:`~sidecar.domain.errors.MalformedRequest`
+handed to the method, which answers ``INVALID_ARGUMENT`` counted as
+``malformed_request`` (grpc's own deserializer would answer ``INTERNAL`` and
+log a traceback per call).
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
+from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.domain import errors
 from sidecar.domain.identity import Outcome
@@ -27,7 +34,8 @@ from sidecar.v1 import identity_pb2_grpc as pb_grpc
 
 log = logging.getLogger("sidecar.servicer")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"]
+SERVICE_NAME = SERVICE.full_name
 
 #: Domain error class -> gRPC status. The first matching class wins.
 STATUS_FOR: tuple[tuple[type[errors.SidecarError], grpc.StatusCode], ...] = (
@@ -53,6 +61,33 @@ def status_for(exc: errors.SidecarError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def request_parser(message_class: Any) -> Callable[[bytes], Any]:
+    """``message_class.FromString`` that never raises: bytes it cannot parse give a
+    :class:`~sidecar.domain.errors.MalformedRequest` (returned, not raised) for the method to refuse."""
+    parse = message_class.FromString
+    name = message_class.DESCRIPTOR.full_name
+
+    def lenient(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # noqa: BLE001 - protobuf's DecodeError, or whatever else bytes from the wire provoke
+            return errors.MalformedRequest(name)
+
+    return lenient
+
+
+def generic_handler(servicer: IdentityServicer) -> grpc.GenericRpcHandler:
+    """``IdentityService`` for the stock grpc server, with :func:`request_parser` as each method's deserializer."""
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=request_parser(GetMessageClass(m.input_type)),
+            response_serializer=GetMessageClass(m.output_type).SerializeToString)
+        for m in SERVICE.methods
+    }
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
 def _ttl(request: pb.ResolveIdentityRequest | pb.IssueTokenRequest) -> Duration | None:
     """The request's optional lifetime, as sent (the use case checks it)."""
     return Duration(request.ttl.seconds, request.ttl.nanos) if request.HasField("ttl") else None
@@ -72,11 +107,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self.sidecar = sidecar
         self.observer = sidecar.observer
 
-    def _run(self, rpc: str, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
+    def _run(self, rpc: str, request: object, context: grpc.ServicerContext, fn: Callable[[], T]) -> T:
         # Both call paths come through here: the caller's traceparent / x-request-id, if any,
         # go into every audit record of this call.
         ids = correlation.enter(correlation.from_metadata(context.invocation_metadata()))
         try:
+            if isinstance(request, errors.MalformedRequest):
+                raise request
             return fn()
         except errors.SidecarError as exc:
             self.observer.rejected(rpc, exc.reason)
@@ -104,7 +141,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             _fill_token(response.token, token)
             return response
 
-        return self._run("ResolveIdentity", context, call)
+        return self._run("ResolveIdentity", request, context, call)
 
     def IssueToken(self, request: pb.IssueTokenRequest, context: grpc.ServicerContext) -> pb.IssueTokenResponse:
         def call() -> pb.IssueTokenResponse:
@@ -113,7 +150,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             _fill_token(response.token, token)
             return response
 
-        return self._run("IssueToken", context, call)
+        return self._run("IssueToken", request, context, call)
 
     def GetPublicKey(self, request: pb.GetPublicKeyRequest, context: grpc.ServicerContext) -> pb.GetPublicKeyResponse:
         def call() -> pb.GetPublicKeyResponse:
@@ -134,7 +171,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
                     activates_at=timestamp_pb2.Timestamp(seconds=scheduled.activates_at)))
             return response
 
-        return self._run("GetPublicKey", context, call)
+        return self._run("GetPublicKey", request, context, call)
 
     def VerifyToken(self, request: pb.VerifyTokenRequest, context: grpc.ServicerContext) -> pb.VerifyTokenResponse:
         def call() -> pb.VerifyTokenResponse:
@@ -144,7 +181,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             return pb.VerifyTokenResponse(valid=True, email=v.email, uuid=v.uuid, key_id=v.key_id,
                                           expires_at=timestamp_pb2.Timestamp(seconds=v.expires_at))
 
-        return self._run("VerifyToken", context, call)
+        return self._run("VerifyToken", request, context, call)
 
     def EvaluateEvent(self, request: pb.EvaluateEventRequest,
                       context: grpc.ServicerContext) -> pb.EvaluateEventResponse:
@@ -153,6 +190,6 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             return pb.EvaluateEventResponse(accepted=d.accepted, requires_jwt=d.requires_jwt, rule=d.rule,
                                             reason=d.reason)
 
-        return self._run("EvaluateEvent", context, call)
+        return self._run("EvaluateEvent", request, context, call)
 
 
