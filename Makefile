@@ -2,6 +2,7 @@
 PY      ?= python3.11
 VENV    ?= .venv
 BIN      = $(VENV)/bin
+PYTEST_WORKERS ?= auto
 STAMP    = $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: install demo run test system proto proto-check lint typecheck clean
@@ -25,7 +26,7 @@ run: $(STAMP)
 
 ## test: the whole test suite (installs the Debian packages it needs first)
 test: $(STAMP) system
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 	@for t in scripts/test.d/*.sh; do [ -e "$$t" ] || continue; echo "== $$t"; bash "$$t" || exit 1; done
 
 ## system: Debian packages listed in scripts/apt.d/*.txt

@@ -119,7 +119,6 @@ def test_unsigned_payload_swap_keeps_no_claims(refused: Callable[[str, str], Non
 
 import logging  # noqa: E402
 import os  # noqa: E402
-import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
@@ -130,6 +129,7 @@ from sidecar.domain.errors import UnusableKey  # noqa: E402
 from sidecar.domain.keys import KeyHolder  # noqa: E402
 from sidecar.ops import keyfile  # noqa: E402
 from sidecar.ops.rotation import KeyRotator  # noqa: E402
+from tests.conftest import openssl  # noqa: E402
 
 FAST_UUID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 METHODS = ("ResolveIdentity", "IssueToken", "GetPublicKey", "VerifyToken", "EvaluateEvent")
@@ -178,8 +178,9 @@ def test_i16_1_malformed_request_has_a_fixed_metrics_series() -> None:
 def test_i16_2_key_file_writable_by_group_or_others_is_refused(openssl_keys, tmp_path, mode) -> None:
     """Finding 2 (medium): a key file of mode 0602 or 0620 was loaded, at start and by the 1 s watcher,
     so anyone who could write it swapped the signing key. Refused at start and on reload, flag or not."""
+    # The file holds another key than the active one, so a reload that is let through swaps keys.
+    openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "private.pem", cwd=tmp_path)
     path = tmp_path / "private.pem"
-    shutil.copy(openssl_keys / "private.pem", path)
     os.chmod(path, mode)
     for allow in (False, True):
         with pytest.raises(UnusableKey, match="lets group or others write it"):
@@ -191,6 +192,7 @@ def test_i16_2_key_file_writable_by_group_or_others_is_refused(openssl_keys, tmp
     assert holder.current is good and rec.reloads == ["failure"]
     os.chmod(path, 0o600)
     assert rot.reload("file change") is True and rec.reloads == ["failure", "success"]
+    assert holder.current.key_id != good.key_id
 
 
 def test_i16_3_tcp_off_loopback_with_server_only_tls_is_refused(tmp_path) -> None:
@@ -294,6 +296,7 @@ class _BrokenSeries:
 
     def __init__(self, series: object) -> None:
         self.started = series.started  # type: ignore[attr-defined]
+        self.start = series.start  # type: ignore[attr-defined]
         self.failures = 0
 
     def done(self, code: str, started: float) -> None:

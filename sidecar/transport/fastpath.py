@@ -233,10 +233,10 @@ class _Loop:
         if not event.success:  # the request was cancelled: the server is shutting down
             return
         started = time.perf_counter()
-        method.series.start()
         self.in_flight += 1
         tag = _Received(method, event, started)
         try:
+            method.series.start()
             refused = event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0
         except Exception:
             log.exception("fast path: cannot read the request of %s", method.name)
