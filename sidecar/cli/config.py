@@ -43,6 +43,8 @@ from sidecar.ops.sched import available_cpus
 
 #: Salt used in development mode when none is configured. Never for production.
 DEV_SALT = "sidecar-dev-salt"
+#: Where the Connect listener answers in development mode when SIDECAR_HTTP_LISTEN is not set.
+DEV_HTTP_LISTEN = ("127.0.0.1:50052",)
 
 #: Values of ``SIDECAR_CALL_PATH``.
 CALL_PATHS = ("fast", "stock")
@@ -131,6 +133,11 @@ class Config:
         "SIDECAR_LISTEN", "--listen", comma_list(),
         "comma-separated `unix:///path/to.sock` and `host:port` addresses; plaintext TCP only on loopback "
         "unless TLS or `--insecure-tcp`", NETWORK, keep_empty=True))
+    http_listen: tuple[str, ...] | None = field(default=None, metadata=setting(
+        "SIDECAR_HTTP_LISTEN", "--http-listen", comma_list(),
+        "addresses of the Connect protocol (HTTP/1.1, h2c, JSON or binary) listener, the same syntax and rules "
+        "as `SIDECAR_LISTEN`; empty turns it off", NETWORK,
+        default_doc="off; `127.0.0.1:50052` in development mode", keep_empty=True))
     health_listen: tuple[str, ...] = field(default=(), metadata=setting(
         "SIDECAR_HEALTH_LISTEN", "--health-listen", comma_list(),
         "`host:port` addresses of a second server answering only `grpc.health.v1` (for kubelet `grpc:` probes, "
@@ -213,6 +220,8 @@ class Config:
             raise ConfigError("SIDECAR_LISTEN: at least one listen address is required")
         for addr in self.listen:
             _check_listen(addr)
+        for addr in self.http_listen or ():
+            _check_listen(addr, "SIDECAR_HTTP_LISTEN")
         for addr in self.health_listen:
             _check_host_port(addr, "SIDECAR_HEALTH_LISTEN")
         if self.metrics_addr:
@@ -229,6 +238,13 @@ class Config:
     def dev_mode(self) -> bool:
         """No key configured: a throw-away key and the dev salt are used."""
         return self.key_file is None
+
+    @property
+    def http_addresses(self) -> tuple[str, ...]:
+        """The Connect listener's addresses in force: as set, else ``127.0.0.1:50052`` in development mode."""
+        if self.http_listen is not None:
+            return self.http_listen
+        return DEV_HTTP_LISTEN if self.dev_mode else ()
 
     @property
     def salt(self) -> str:
@@ -249,14 +265,14 @@ def _check_host_port(addr: str, setting: str) -> None:
         raise ConfigError(f"{setting}: {addr!r} is not host:port")
 
 
-def _check_listen(addr: str) -> None:
+def _check_listen(addr: str, setting: str = "SIDECAR_LISTEN") -> None:
     if addr.startswith("unix://"):
         if not addr.removeprefix("unix://"):
-            raise ConfigError(f"SIDECAR_LISTEN: {addr!r} has no socket path")
+            raise ConfigError(f"{setting}: {addr!r} has no socket path")
         return
     if addr.startswith("unix:"):
-        raise ConfigError(f"SIDECAR_LISTEN: write Unix sockets as unix:///absolute/path, got {addr!r}")
-    _check_host_port(addr, "SIDECAR_LISTEN")
+        raise ConfigError(f"{setting}: write Unix sockets as unix:///absolute/path, got {addr!r}")
+    _check_host_port(addr, setting)
 
 
 def is_loopback(addr: str) -> bool:
@@ -286,6 +302,13 @@ def _check_transport_security(cfg: Config) -> None:
                 raise ConfigError(
                     f"SIDECAR_LISTEN: {addr} is not a loopback address; set SIDECAR_TLS_CERT and SIDECAR_TLS_KEY "
                     "(and SIDECAR_TLS_CLIENT_CA for mTLS), or pass --insecure-tcp"
+                )
+    if not cfg.insecure_tcp:  # the Connect listener serves plaintext only (TLS on it is not built yet)
+        for addr in cfg.http_listen or ():
+            if not addr.startswith("unix://") and not is_loopback(addr):
+                raise ConfigError(
+                    f"SIDECAR_HTTP_LISTEN: {addr} is not a loopback address; the Connect listener has no TLS: "
+                    "use a Unix socket or loopback, or pass --insecure-tcp"
                 )
 
 

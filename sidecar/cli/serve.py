@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from sidecar.telemetry.metrics import MetricsServer
+    from sidecar.transport.httpserver import HttpServer
+    from sidecar.transport.runtime import Runtime
 
 log = logging.getLogger("sidecar")
 
@@ -122,6 +124,20 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
         health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
 
 
+def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metrics: RpcMetrics | None, *,
+                  reuse_port: bool, unix: bool) -> HttpServer:
+    """The Connect protocol listener (``SIDECAR_HTTP_LISTEN``) over ``runtime``'s servicer, guards and health."""
+    from concurrent import futures
+
+    from sidecar.transport.connect import Application
+    from sidecar.transport.httpserver import HttpServer
+
+    pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="http")
+    app = Application(runtime.servicer, runtime.health, opts.interceptors, rpc_metrics, pool, cfg.max_message_bytes)
+    return HttpServer(app.for_listener, cfg.http_addresses, socket_mode=cfg.socket_mode, reuse_port=reuse_port,
+                      unix=unix)
+
+
 def _no_key_file() -> None:
     log.warning("SIGHUP: development mode has no key file to reload")
 
@@ -134,8 +150,10 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    runtime = runtime_mod.build(sidecar, cfg.listen, server_options(cfg, observer, rpc_metrics,
-                                                                    reuse_port=reuse_port, unix=unix))
+    opts = server_options(cfg, observer, rpc_metrics, reuse_port=reuse_port, unix=unix)
+    runtime = runtime_mod.build(sidecar, cfg.listen, opts)
+    if cfg.http_addresses:
+        runtime.companions.append(http_listener(cfg, runtime, opts, rpc_metrics, reuse_port=reuse_port, unix=unix))
     rotator = key_rotator(cfg, sidecar)
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=rotator.request_reload if rotator else _no_key_file)
     runtime.start()
@@ -144,7 +162,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     from sidecar.ops.supervisor import WORKER_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
-    log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
+    http = [a for c in runtime.companions for a in c.addresses]
+    log.info("worker %d serving on %s%s", index, ", ".join(runtime.addresses),
+             f"; Connect protocol on {', '.join(http)}" if http else "")
     runtime.wait()
     if rotator is not None:
         rotator.stop()
@@ -170,7 +190,8 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, Metrics
     from sidecar.transport.runtime import SERVICES
 
     registry = CollectorRegistry()
-    rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES))
+    protocols = ("grpc", "connect") if cfg.http_addresses else ("grpc",)
+    rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES), protocols)
     serve_here = cfg.workers == 1 and cfg.metrics_addr
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
 
@@ -198,8 +219,9 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     listen, held = reserve_tcp_ports(cfg.listen)
     health_listen, health_held = reserve_tcp_ports(cfg.health_listen)
-    held += health_held
-    cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen))
+    http_listen, http_held = reserve_tcp_ports(cfg.http_addresses)
+    held += health_held + http_held
+    cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen), http_listen=tuple(http_listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
     exporter = MultiprocessExporter(cfg.metrics_addr)  # before forking: workers inherit its value class
 

@@ -51,6 +51,7 @@ REASONS: tuple[str, ...] = (
     "rate_limited",  # the caller's rate limit was exceeded
     "resource_exhausted",  # too many concurrent calls
     "message_too_large",  # the request exceeded the maximum message size
+    "malformed_request",  # the request body is not a valid message (the Connect listener; SPEC §9)
 )
 #: The label value for anything outside a fixed set.
 OTHER = "other"
