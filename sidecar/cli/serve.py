@@ -135,7 +135,7 @@ def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metric
     pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="http")
     app = Application(runtime.servicer, runtime.health, opts.interceptors, rpc_metrics, pool, cfg.max_message_bytes)
     return HttpServer(app.for_listener, cfg.http_addresses, socket_mode=cfg.socket_mode, reuse_port=reuse_port,
-                      unix=unix)
+                      unix=unix, optional=cfg.http_listen is None)
 
 
 def _no_key_file() -> None:
@@ -196,6 +196,21 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, Metrics
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
 
 
+def _reserve_http(cfg: Config) -> tuple[list[str], list[Any]]:
+    """Pin the Connect listener's TCP ports for the workers; development mode's default, if taken, is left off."""
+    from sidecar.domain.errors import ConfigError
+    from sidecar.ops.supervisor import reserve_tcp_ports
+
+    try:
+        return reserve_tcp_ports(cfg.http_addresses)
+    except ConfigError:
+        if cfg.http_listen is not None:
+            raise
+        log.warning("development mode: %s is taken, so the Connect listener is off (set SIDECAR_HTTP_LISTEN)",
+                    ", ".join(cfg.http_addresses))
+        return [], []
+
+
 def serve(cfg: Config, key: SigningKey) -> int:
     """Run until drained; exit code 0 on a clean drain."""
     from prometheus_client import disable_created_metrics
@@ -219,7 +234,7 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     listen, held = reserve_tcp_ports(cfg.listen)
     health_listen, health_held = reserve_tcp_ports(cfg.health_listen)
-    http_listen, http_held = reserve_tcp_ports(cfg.http_addresses)
+    http_listen, http_held = _reserve_http(cfg)
     held += health_held + http_held
     cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen), http_listen=tuple(http_listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))

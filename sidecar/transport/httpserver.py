@@ -89,7 +89,8 @@ class HttpServer:
     """granian serving ``app_for(unix)`` (the ASGI application as a Unix or TCP listener serves it) until :meth:`stop`."""
 
     def __init__(self, app_for: Callable[[bool], Any], listen: Sequence[str], *, socket_mode: int, reuse_port: bool,
-                 unix: bool = True) -> None:
+                 unix: bool = True, optional: bool = False) -> None:
+        """``optional``: an address that cannot be bound is skipped with a warning (development mode's default)."""
         self.addresses: list[str] = []
         self._sockets: list[tuple[socket.socket, bool, Any]] = []
         self._paths: list[Path] = []
@@ -97,7 +98,13 @@ class HttpServer:
             is_unix = addr.startswith("unix://")
             if is_unix and not unix:
                 continue
-            sock, bound = bind(addr, socket_mode=socket_mode, reuse_port=reuse_port)
+            try:
+                sock, bound = bind(addr, socket_mode=socket_mode, reuse_port=reuse_port)
+            except errors.ConfigError as exc:
+                if not optional:
+                    raise
+                log.warning("development mode: %s; the Connect listener is off there (set SIDECAR_HTTP_LISTEN)", exc)
+                continue
             self.addresses.append(bound)
             self._sockets.append((sock, is_unix, app_for(is_unix)))
             if is_unix:
