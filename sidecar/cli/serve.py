@@ -132,6 +132,7 @@ def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metric
     from sidecar.transport.connect import Application
     from sidecar.transport.httpserver import HttpServer
 
+    # Calls run on a pool, as on the gRPC path: signing releases the GIL, so both cores sign and the loop never waits.
     pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="http")
     app = Application(runtime.servicer, runtime.health, opts.interceptors, rpc_metrics, pool, cfg.max_message_bytes)
     return HttpServer(app.for_listener, cfg.http_addresses, socket_mode=cfg.socket_mode, reuse_port=reuse_port,

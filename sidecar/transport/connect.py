@@ -211,6 +211,8 @@ class _Codec:
         return str(self.inner.name())
 
     def encode(self, message: Any) -> bytes:
+        if self.label == "JSON":  # one line: connectrpc's google codec indents by two spaces
+            return str(json_format.MessageToJson(message, indent=None)).encode()
         return bytes(self.inner.encode(message))
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
