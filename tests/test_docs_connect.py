@@ -1,5 +1,6 @@
 """docs/clients.md's Connect section runs as written: its ``sidecar serve`` line starts the
-listener, its curl command and its PHP snippet call it (only the socket path is this test's)."""
+listener, its curl command and its PHP snippet call it, and so does the README's curl line
+(only the socket path is this test's)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def test_the_connect_section_runs_as_written(short_tmp: Path) -> None:
                              timeout=30, check=True).stdout
         who = json.loads(out)
         assert who["outcome"] == "OUTCOME_NEW_IDENTITY" and who["setIdentity"] and who["token"]["jwt"]
+        (readme_call,) = [b for b in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+                          if "curl --unix-socket" in b]
+        out = subprocess.run(["bash", "-c", readme_call.replace(DOC_SOCKET, sock)], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        assert json.loads(out)["outcome"] == "OUTCOME_NEW_IDENTITY"
         php = shutil.which("php")
         assert php, "php is needed (scripts/apt.d/clients.txt)"
         script = short_tmp / "example.php"
