@@ -167,9 +167,9 @@ class ConnectService:
                 for guard in self.guards:
                     guard.check(rpc, context)
             response = await asyncio.get_running_loop().run_in_executor(self.pool, fn, request, context)
-            code = context.code.name if context.code is not None else "OK"
-            if context.code is not None:
+            if context.code is not None:  # set_code without abort: the health servicer's NOT_FOUND
                 raise Abort(context.code, context.details or context.code.name.lower().replace("_", " "))
+            code = "OK"
             return response
         except Abort as exc:
             code = exc.code.name
@@ -178,6 +178,10 @@ class ConnectService:
             remaining = context.time_remaining()
             code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
             raise
+        except Exception:  # a bug outside the servicer's own net: never sent, never a bare 500
+            log.exception("unexpected error in %s over Connect", rpc)
+            code = "INTERNAL"
+            raise ConnectError(Code.INTERNAL, "internal error") from None
         finally:
             self.in_flight -= 1
             if series is not None:

@@ -113,6 +113,7 @@ class HttpServer:
         self._servers: list[_OnSocket] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._stopped = False
         logging.getLogger("granian").setLevel(logging.ERROR)  # "embedded server is experimental", per listener
 
     def start(self) -> None:
@@ -138,10 +139,16 @@ class HttpServer:
             loop.close()
 
     def stop(self, grace: float) -> None:
-        """Stop accepting, let calls in flight finish within ``grace``, close the sockets."""
-        if self._loop is not None and self._thread is not None:
+        """Stop accepting, let calls in flight finish within ``grace``, close the sockets (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._loop is not None and self._thread is not None and not self._loop.is_closed():
             for s in self._servers:
-                self._loop.call_soon_threadsafe(s.stop)
+                try:
+                    self._loop.call_soon_threadsafe(s.stop)
+                except RuntimeError:  # the loop ended meanwhile: nothing left to stop
+                    break
             self._thread.join(grace + 1)
             if self._thread.is_alive():
                 log.warning("HTTP listener still busy after the grace period; leaving it")
