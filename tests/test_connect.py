@@ -85,13 +85,13 @@ class Http:
 def connect_sidecar(spawn_sidecar, short_tmp: Path, openssl_keys: Path):  # type: ignore[no-untyped-def]
     """A production-mode ``sidecar serve`` with gRPC on TCP and Connect on a Unix socket and on TCP."""
 
-    def start(*args: str, env: dict[str, str] | None = None) -> tuple[Proc, dict[str, str]]:
+    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> tuple[Proc, dict[str, str]]:
         sock = short_tmp / f"connect{len(list(short_tmp.iterdir()))}.sock"
         http_port, metrics_port = free_port(), free_port()
         full_env = {"SIDECAR_KEY_FILE": str(openssl_keys / "private.pem"), "SIDECAR_UUID_SALT": SALT,
                     "SIDECAR_HTTP_LISTEN": f"unix://{sock},127.0.0.1:{http_port}",
                     "SIDECAR_METRICS_ADDR": f"127.0.0.1:{metrics_port}", **(env or {})}
-        proc = spawn_sidecar(*args, env=full_env)
+        proc = spawn_sidecar(*args, env=full_env, wait=wait)
         proc.wait_for_stderr("Connect protocol on")
         targets = {"unix": f"unix://{sock}", "tcp": f"127.0.0.1:{http_port}", "grpc": proc.addr,
                    "metrics": f"http://127.0.0.1:{metrics_port}/metrics", "socket": str(sock)}
@@ -280,3 +280,26 @@ def test_workers_each_serve_the_http_listener(connect_sidecar) -> None:  # type:
         for _ in range(4):
             c = Http(targets[transport])  # a new connection each time: SO_REUSEPORT spreads connections
             assert c.call("IssueToken", {"email": EMAIL, "uuid": UUID_OTHER})[0] == 200
+
+
+def test_tls_and_client_certificates_on_the_tcp_listener(connect_sidecar, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from hardening_util import make_pki
+
+    pki = make_pki(tmp_path)
+    _, targets = connect_sidecar(env={"SIDECAR_TLS_CERT": str(pki["server"]), "SIDECAR_TLS_KEY": str(pki["server.key"]),
+                                      "SIDECAR_TLS_CLIENT_CA": str(pki["test-ca"])}, wait=False)
+    url = f"https://{targets['tcp']}/sidecar.v1.IdentityService/GetPublicKey"
+
+    def curl(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["curl", "-s", "--cacert", str(pki["test-ca"]), *extra, "-H",
+                               "Content-Type: application/json", "-d", "{}", url],
+                              capture_output=True, text=True, timeout=30)
+
+    ok = curl("--cert", str(pki["client-a"]), "--key", str(pki["client-a.key"]))
+    assert ok.returncode == 0 and json.loads(ok.stdout)["bits"] == 2048, ok
+    assert curl().returncode != 0  # no client certificate: the handshake fails
+    assert curl("--cert", str(pki["stranger"]), "--key", str(pki["stranger.key"])).returncode != 0
+    plain = subprocess.run(["curl", "-s", "-d", "{}", url.replace("https", "http")], capture_output=True, timeout=30)
+    assert b'"bits"' not in plain.stdout
+    c = Http(targets["unix"])  # the Unix socket stays plaintext, its file mode is the access control
+    assert c.call("GetPublicKey", {})[0] == 200

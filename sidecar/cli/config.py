@@ -303,13 +303,20 @@ def _check_transport_security(cfg: Config) -> None:
                     f"SIDECAR_LISTEN: {addr} is not a loopback address; set SIDECAR_TLS_CERT and SIDECAR_TLS_KEY "
                     "(and SIDECAR_TLS_CLIENT_CA for mTLS), or pass --insecure-tcp"
                 )
-    if not cfg.insecure_tcp:  # the Connect listener serves plaintext only (TLS on it is not built yet)
-        for addr in cfg.http_listen or ():
-            if not addr.startswith("unix://") and not is_loopback(addr):
+    http_tcp = [a for a in cfg.http_listen or () if not a.startswith("unix://")]
+    if cfg.tls_cert is None and not cfg.insecure_tcp:
+        for addr in http_tcp:
+            if not is_loopback(addr):
                 raise ConfigError(
-                    f"SIDECAR_HTTP_LISTEN: {addr} is not a loopback address; the Connect listener has no TLS: "
-                    "use a Unix socket or loopback, or pass --insecure-tcp"
+                    f"SIDECAR_HTTP_LISTEN: {addr} is not a loopback address; set SIDECAR_TLS_CERT and SIDECAR_TLS_KEY "
+                    "(and SIDECAR_TLS_CLIENT_CA for mTLS), or pass --insecure-tcp"
                 )
+    if cfg.allowed_clients and http_tcp:
+        raise ConfigError(
+            "SIDECAR_ALLOWED_CLIENTS: the Connect listener cannot see client certificate names (its HTTP server "
+            "does not pass them on); serve SIDECAR_HTTP_LISTEN on a Unix socket only, or rely on "
+            "SIDECAR_TLS_CLIENT_CA alone"
+        )
 
 
 def from_sources(flags: Mapping[str, object | None], environ: Mapping[str, str] | None = None) -> Config:

@@ -130,13 +130,14 @@ def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metric
     from concurrent import futures
 
     from sidecar.transport.connect import Application
-    from sidecar.transport.httpserver import HttpServer
+    from sidecar.transport.httpserver import HttpServer, Tls
 
     # Calls run on a pool, as on the gRPC path: signing releases the GIL, so both cores sign and the loop never waits.
     pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="http")
     app = Application(runtime.servicer, runtime.health, opts.interceptors, rpc_metrics, pool, cfg.max_message_bytes)
     return HttpServer(app.for_listener, cfg.http_addresses, socket_mode=cfg.socket_mode, reuse_port=reuse_port,
-                      unix=unix, optional=cfg.http_listen is None)
+                      unix=unix, optional=cfg.http_listen is None,
+                      tls=Tls(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert and cfg.tls_key else None)
 
 
 def _no_key_file() -> None:

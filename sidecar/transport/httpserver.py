@@ -7,7 +7,8 @@ metrics registry as the gRPC server. The sockets are bound here, not by
 granian, so they follow the gRPC listener's rules: a Unix socket gets
 ``socket_mode`` (0660) and a stale file that is not a socket is refused;
 a TCP port is shared with sibling workers (SO_REUSEPORT) only when asked,
-and port 0 reports the port it got.
+port 0 reports the port it got, and with TLS configured every TCP listener
+speaks TLS (1.2 or later) and, with a client CA, requires a client certificate.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from granian._granian import SocketHolder
-from granian.constants import HTTPModes, Interfaces
+from granian.constants import HTTPModes, Interfaces, SSLProtocols
 from granian.server.embed import Server
 
 from sidecar.domain import errors
@@ -85,11 +87,29 @@ class _OnSocket(Server):
         return str(self._our_socket.getsockname())
 
 
+@dataclass(frozen=True)
+class Tls:
+    """TLS for the TCP listeners, from PEM files; with ``client_ca`` the handshake requires a client certificate."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        for setting, path in (("SIDECAR_TLS_CERT", self.cert), ("SIDECAR_TLS_KEY", self.key),
+                              ("SIDECAR_TLS_CLIENT_CA", self.client_ca)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise errors.ConfigError(f"{setting}: cannot read {path}")
+        return {"ssl_cert": Path(self.cert), "ssl_key": Path(self.key), "ssl_protocol_min": SSLProtocols.tls12,
+                "ssl_ca": Path(self.client_ca) if self.client_ca else None,
+                "ssl_client_verify": self.client_ca is not None}
+
+
 class HttpServer:
     """granian serving ``app_for(unix)`` (the ASGI application as a Unix or TCP listener serves it) until :meth:`stop`."""
 
     def __init__(self, app_for: Callable[[bool], Any], listen: Sequence[str], *, socket_mode: int, reuse_port: bool,
-                 unix: bool = True, optional: bool = False) -> None:
+                 unix: bool = True, optional: bool = False, tls: Tls | None = None) -> None:
         """``optional``: an address that cannot be bound is skipped with a warning (development mode's default)."""
         self.addresses: list[str] = []
         self._sockets: list[tuple[socket.socket, bool, Any]] = []
@@ -109,6 +129,7 @@ class HttpServer:
             self._sockets.append((sock, is_unix, app_for(is_unix)))
             if is_unix:
                 self._paths.append(Path(addr.removeprefix("unix://")))
+        self._tls = tls.options() if tls is not None else {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[_OnSocket] = []
         self._thread: threading.Thread | None = None
@@ -126,7 +147,9 @@ class HttpServer:
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        self._servers = [_OnSocket(app, sock, is_unix) for sock, is_unix, app in self._sockets]
+        # Unix sockets stay plaintext, as the gRPC listener's: the file mode is their access control.
+        self._servers = [_OnSocket(app, sock, is_unix, **({} if is_unix else self._tls))
+                         for sock, is_unix, app in self._sockets]
 
         async def main() -> None:
             tasks = [asyncio.create_task(s.serve()) for s in self._servers]
