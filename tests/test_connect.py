@@ -303,3 +303,18 @@ def test_tls_and_client_certificates_on_the_tcp_listener(connect_sidecar, tmp_pa
     assert b'"bits"' not in plain.stdout
     c = Http(targets["unix"])  # the Unix socket stays plaintext, its file mode is the access control
     assert c.call("GetPublicKey", {})[0] == 200
+
+
+def test_grpc_web_is_served_too_and_counted_as_such(served: dict[str, str]) -> None:
+    import struct
+
+    c = Http(served["tcp"])
+    msg = pb.IssueTokenRequest(email=EMAIL, uuid=UUID_OTHER).SerializeToString()
+    status, headers, body = c.post("IssueToken", b"\x00" + struct.pack(">I", len(msg)) + msg,
+                                   ctype="application/grpc-web+proto")
+    assert status == 200 and headers["content-type"] == "application/grpc-web+proto"
+    flags, length = body[0], struct.unpack(">I", body[1:5])[0]
+    assert flags == 0 and pb.IssueTokenResponse.FromString(body[5:5 + length]).token.jwt
+    assert b"grpc-status: 0" in body[5 + length:]
+    assert metric(served["metrics"], "grpc_server_handled_total", protocol="grpc_web", grpc_method="IssueToken",
+                  grpc_code="OK") == 1

@@ -4,9 +4,9 @@
 (proto3 JSON) or ``application/proto``, HTTP/1.1 or cleartext HTTP/2, served
 by connectrpc's ASGI application generated from the proto
 (:mod:`sidecar.v1.identity_connect`) under granian, embedded in this process
-(:mod:`sidecar.transport.httpserver`). connectrpc also answers the gRPC and
-gRPC-Web protocols on the same paths; they are counted under their own
-``protocol`` label.
+(:mod:`sidecar.transport.httpserver`). connectrpc also answers gRPC-Web on the
+same paths, counted as ``protocol="grpc_web"`` (native gRPC needs HTTP trailers,
+which granian's ASGI does not offer: that is the gRPC listener's job).
 
 A call here is the call over gRPC: :class:`ConnectService` runs the very
 :class:`~sidecar.transport.servicer.IdentityServicer` and guards (allow-list,
