@@ -244,7 +244,8 @@ class Config:
         """The Connect listener's addresses in force: as set, else ``127.0.0.1:50052`` in development mode."""
         if self.http_listen is not None:
             return self.http_listen
-        return DEV_HTTP_LISTEN if self.dev_mode else ()
+        # Not with an allow-list: the Connect listener's TCP callers could not be matched against it.
+        return DEV_HTTP_LISTEN if self.dev_mode and not self.allowed_clients else ()
 
     @property
     def salt(self) -> str:
