@@ -1,4 +1,5 @@
-"""Bounded load generators: gRPC (grpc.aio) for the sidecar, HTTP (aiohttp) for the Flask apps.
+"""Bounded load generators: gRPC (grpc.aio) for the sidecar, HTTP (aiohttp) for the Flask apps and
+for the sidecar's Connect listener.
 
 Every run stops by itself at ``duration`` seconds or ``max_calls`` calls,
 whichever comes first. ``concurrency`` coroutines each keep one call in
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +124,33 @@ async def http_load(url: str, *, concurrency: int, duration: float, repeated: bo
                     raise RuntimeError(f"HTTP {r.status}: {body}")
 
         return await _drive(call, concurrency, duration, None, 0)
+
+
+async def connect_load(target: str, *, concurrency: int, duration: float, repeated: bool,
+                       max_calls: int | None = None, start_at: int = 0) -> Result:
+    """Call ``IssueToken`` over the Connect protocol (JSON, HTTP/1.1 keep-alive, one connection per call
+    in flight, as a pool of PHP workers would) on ``target``: ``host:port`` or ``unix:///path``."""
+    import aiohttp
+
+    if target.startswith("unix://"):
+        conn: aiohttp.BaseConnector = aiohttp.UnixConnector(path=target.removeprefix("unix://"), limit=concurrency)
+        url = "http://localhost/sidecar.v1.IdentityService/IssueToken"
+    else:
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        url = f"http://{target}/sidecar.v1.IdentityService/IssueToken"
+    # No Accept-Encoding, as PHP's and the shell's curl send none: small answers are not worth gzip.
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def call(n: int) -> None:
+            email, uuid = identity(n, repeated)
+            body = json.dumps({"email": email, "uuid": uuid}).encode()
+            async with session.post(url, data=body, headers=headers) as r:
+                data = await r.read()
+                if r.status != 200 or b'"jwt"' not in data:
+                    raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+
+        return await _drive(call, concurrency, duration, max_calls, start_at)
 
 
 def one_caller(target: str, calls: int, duration: float) -> Result:

@@ -8,6 +8,8 @@ One run measures, in this order:
    default: its fast call path signs on every core) driven by a bounded
    grpc.aio load generator over TCP and over the Unix socket, with unique
    identities (every call signs) and one repeated identity (token cache);
+   then another with the Connect listener (``--http-listen``) driven the same
+   way over HTTP/1.1 JSON (aiohttp) on TCP and its Unix socket (``connect``);
 3. one caller, one call at a time, over the Unix socket: the latency one login sees;
 4. the seeds' Flask app (PEM text parsed on every call) and the same app with the
    key parsed once, both under gunicorn with one worker per core, same concurrency;
@@ -154,11 +156,17 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
 
 @contextmanager
 def sidecar(keydir: Path, workers: str, extra: list[str], log: Path,
-            root: Path = ROOT) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
-    """A real ``sidecar serve`` on 127.0.0.1:<free> and a Unix socket (the code under ``root``)."""
+            root: Path = ROOT, http: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """A real ``sidecar serve`` on 127.0.0.1:<free> and a Unix socket (the code under ``root``).
+
+    With ``http``, its Connect listener serves too, and the two addresses yielded are the Connect
+    listener's (``127.0.0.1:<free>``, ``unix://.../h.sock``)."""
     port = free_port()
     sock = Path(tempfile.mkdtemp(prefix="scb-", dir="/tmp")) / "s.sock"
     tcp, unix = f"127.0.0.1:{port}", f"unix://{sock}"
+    http_tcp, http_unix = f"127.0.0.1:{free_port()}", f"unix://{sock.parent / 'h.sock'}"
+    if http:
+        extra = [*extra, "--http-listen", f"{http_tcp},{http_unix}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
     env["PYTHONPATH"] = str(root)
     cmd = [sys.executable, "-m", "sidecar", "serve", "--key-file", str(keydir / "private.pem"),
@@ -169,7 +177,11 @@ def sidecar(keydir: Path, workers: str, extra: list[str], log: Path,
     try:
         wait_grpc(tcp, proc)
         wait_grpc(unix, proc)
-        yield proc, tcp, unix
+        if http:
+            wait_http(int(http_tcp.rpartition(":")[2]), proc)
+            yield proc, http_tcp, http_unix
+        else:
+            yield proc, tcp, unix
     finally:
         code = stop(proc)
         shutil.rmtree(sock.parent, ignore_errors=True)
@@ -280,6 +292,25 @@ def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
         print(f"  one caller over Unix socket: {lat.calls} calls, p50 {extra['one_caller_unix']['p50_ms']} ms, "  # type: ignore[index]
               f"p99 {extra['one_caller_unix']['p99_ms']} ms", flush=True)  # type: ignore[index]
     return extra
+
+
+def run_connect(b: Bench, keydir: Path, log: Path) -> None:
+    """The same IssueToken load over the Connect listener: JSON over HTTP/1.1, TCP and Unix socket."""
+    a = b.args
+    print(f"sidecar serve {' '.join(['--workers', a.workers, *a.sidecar_arg])} --http-listen (Connect, JSON, "
+          f"HTTP/1.1, {a.concurrency} connections)", flush=True)
+    with sidecar(keydir, a.workers, a.sidecar_arg, log, http=True) as (proc, tcp, unix):
+        for target, transport in ((tcp, "tcp"), (unix, "unix")):
+            for repeated in (False, True):
+                asyncio.run(loadgen.connect_load(target, concurrency=a.concurrency, duration=a.warmup,
+                                                 repeated=repeated, start_at=b.ids()))
+                name = f"Connect {'TCP' if transport == 'tcp' else 'Unix'}, {'repeated (cache)' if repeated else 'unique'}"
+
+                def run(target: str = target, repeated: bool = repeated) -> Coroutine[Any, Any, loadgen.Result]:
+                    return loadgen.connect_load(target, concurrency=a.concurrency, duration=a.duration,
+                                                repeated=repeated, start_at=b.ids())
+
+                b.measure(name, "sidecar", f"connect-{transport}", "repeated" if repeated else "unique", proc.pid, run)
 
 
 def run_flask(b: Bench, keydir: Path, log: Path) -> None:
@@ -398,7 +429,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens issued before the two RSS readings (the issue's figure: 100000,1000000)")
     p.add_argument("--rss-cache-size", type=int, default=100_000, help="--token-cache-size of the RSS run (100000)")
     p.add_argument("--rss-timeout", type=float, default=900, help="give up an RSS leg after this many seconds")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: openssl-multi,sidecar,flask,rss")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: openssl-multi,sidecar,connect,flask,rss")
     p.add_argument("--out", default=str(HERE / "results"), help="directory for results.json and results.png")
     p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the bench runs, measures nothing")
     a = p.parse_args(argv)
@@ -446,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         make_key(keydir)
         if "sidecar" not in a.skip:
             results["sidecar"] = run_sidecar(b, keydir, log)
+        if "connect" not in a.skip:
+            run_connect(b, keydir, log)
         if "flask" not in a.skip:
             run_flask(b, keydir, log)
         if "rss" not in a.skip:

@@ -1,6 +1,9 @@
 """Regenerate the Python stubs in sidecar/v1/ from proto/ (``make proto``).
 
-Run with the pinned grpcio-tools so the output is byte-for-byte reproducible;
+The protobuf messages and the gRPC stubs come from grpcio-tools' protoc, the
+Connect protocol stubs (``identity_connect.py``) from connectrpc's own plugin,
+``protoc-gen-connectrpc`` (``protobuf=google``: over the same message classes).
+Run with the pinned grpcio-tools and plugin so the output is byte-for-byte reproducible;
 ``--check`` regenerates into a temporary folder and fails if the committed
 stubs differ (CI runs it).
 """
@@ -17,13 +20,16 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = sorted(p.relative_to(ROOT / "proto") for p in (ROOT / "proto").rglob("*.proto"))
-GENERATED = ("identity_pb2.py", "identity_pb2.pyi", "identity_pb2_grpc.py")
+GENERATED = ("identity_pb2.py", "identity_pb2.pyi", "identity_pb2_grpc.py", "identity_connect.py")
+#: connectrpc's code generator, installed beside this interpreter by the dev/test extras.
+CONNECT_PLUGIN = Path(sys.executable).parent / "protoc-gen-connectrpc"
 
 
 def generate(out: Path) -> None:
     include = Path(protoc.__file__).parent / "_proto"
     args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *map(str, PROTOS)]
+            f"--grpc_python_out={out}", f"--plugin=protoc-gen-connectrpc={CONNECT_PLUGIN}",
+            f"--connectrpc_out={out}", "--connectrpc_opt=protobuf=google", *map(str, PROTOS)]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
 

@@ -192,7 +192,8 @@ def spawn_sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         if addr is None:
             addr = f"127.0.0.1:{free_port()}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-        full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": "", "PYTHONPATH": str(ROOT)})
+        full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": "", "SIDECAR_HTTP_LISTEN": "",
+                         "PYTHONPATH": str(ROOT)})
         full_env.update(env or {})
         log_dir = tmp_path_factory.mktemp("sidecar-proc")
         with open(log_dir / "stdout", "wb") as out, open(log_dir / "stderr", "wb") as err:

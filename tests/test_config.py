@@ -83,6 +83,13 @@ def test_environment_read_and_flags_win():
         ({}, {"SIDECAR_SOCKET_MODE": "rw"}, "SIDECAR_SOCKET_MODE: must be an octal file mode such as 660, got 'rw'"),
         ({}, {"SIDECAR_SOCKET_MODE": "7777"}, "SIDECAR_SOCKET_MODE: must be an octal file mode such as 660, got '7777'"),
         ({}, {"SIDECAR_INSECURE_TCP": "maybe"}, "SIDECAR_INSECURE_TCP: must be one of 1, true, yes, on, 0, false, no, off"),
+        # the Connect listener: SIDECAR_LISTEN's syntax and rules
+        ({}, {"SIDECAR_HTTP_LISTEN": "unix:/tmp/x.sock"}, "SIDECAR_HTTP_LISTEN: write Unix sockets as unix:///absolute"),
+        ({}, {"SIDECAR_HTTP_LISTEN": "127.0.0.1"}, "SIDECAR_HTTP_LISTEN: '127.0.0.1' is not host:port"),
+        ({}, {"SIDECAR_HTTP_LISTEN": "0.0.0.0:50052"}, "SIDECAR_HTTP_LISTEN: 0.0.0.0:50052 is not a loopback address"),
+        ({}, {"SIDECAR_HTTP_LISTEN": "127.0.0.1:50052", "SIDECAR_TLS_CERT": "c", "SIDECAR_TLS_KEY": "k",
+              "SIDECAR_TLS_CLIENT_CA": "ca", "SIDECAR_ALLOWED_CLIENTS": "a"},
+         "SIDECAR_ALLOWED_CLIENTS: the Connect listener cannot see client certificate names"),
     ],
 )
 def test_refusals_are_one_line_naming_the_setting(flags, env, message):
@@ -180,3 +187,14 @@ def test_a_setting_declared_once_appears_everywhere():
     doc = settings.doc_table(table)
     assert "### Test only" in doc
     assert "| `SIDECAR_WIDGETS` | `--widgets` | `3` | widgets per `gadget`; at least 1 and at most 9 |" in doc
+
+
+def test_the_connect_listener_is_off_unless_set_or_in_development_mode():
+    assert from_sources({}, {}).http_addresses == ("127.0.0.1:50052",)
+    assert from_sources({}, {"SIDECAR_HTTP_LISTEN": ""}).http_addresses == ()
+    assert from_sources({"http_listen": "unix:///tmp/x.sock, 127.0.0.1:0"}, {}).http_addresses == (
+        "unix:///tmp/x.sock", "127.0.0.1:0")
+    production = {"SIDECAR_KEY_FILE": "k.pem", "SIDECAR_UUID_SALT": "s"}
+    assert from_sources({}, production).http_addresses == ()
+    assert from_sources({}, {**production, "SIDECAR_HTTP_LISTEN": "0.0.0.0:1", "SIDECAR_INSECURE_TCP": "1"}
+                        ).http_addresses == ("0.0.0.0:1",)

@@ -51,7 +51,7 @@ def value(reg: CollectorRegistry, name: str, **labels: str) -> float | None:
 
 
 def rpc_labels(method: str, code: str | None = None) -> dict[str, str]:
-    labels = {"grpc_type": "unary", "grpc_service": SERVICE_NAME, "grpc_method": method}
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE_NAME, "grpc_method": method, "protocol": "grpc"}
     if code is not None:
         labels["grpc_code"] = code
     return labels
@@ -174,7 +174,8 @@ def test_unknown_methods_add_no_series_and_health_is_counted(start_server):
     assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
     assert generate_latest(reg) == before
     health_pb2_grpc.HealthStub(s.channel()).Check(health_pb2.HealthCheckRequest())
-    labels = {"grpc_type": "unary", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Check"}
+    labels = {"grpc_type": "unary", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Check",
+              "protocol": "grpc"}
     assert value(reg, "grpc_server_handled_total", grpc_code="OK", **labels) == 1
 
 
@@ -183,7 +184,8 @@ def test_server_stream_cancelled_by_the_caller_counts_as_canceled(start_server):
     stream = health_pb2_grpc.HealthStub(s.channel()).Watch(health_pb2.HealthCheckRequest())
     assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
     stream.cancel()
-    labels = {"grpc_type": "server_stream", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Watch"}
+    labels = {"grpc_type": "server_stream", "grpc_service": "grpc.health.v1.Health", "grpc_method": "Watch",
+              "protocol": "grpc"}
     deadline = time.monotonic() + 10
     while value(reg, "grpc_server_handled_total", grpc_code="Canceled", **labels) != 1:
         assert time.monotonic() < deadline, generate_latest(reg).decode()

@@ -9,6 +9,7 @@ trap 'rm -rf "$out"' EXIT
 .venv/bin/python bench/run.py --smoke --out "$out" | tee "$out/stdout.txt"
 grep -q '^| scenario | tokens/s |' "$out/stdout.txt"
 grep -q '^| sidecar TCP, unique |' "$out/stdout.txt"
+grep -q '^| Connect Unix, unique |' "$out/stdout.txt"
 grep -q '^| Flask seed (PEM per call) |' "$out/stdout.txt"
 test -s "$out/results.json" && test -s "$out/results.png"
 .venv/bin/python bench/callcost.py --rounds 1 --duration 1 | grep -q '^round 0: .* per call: server user'

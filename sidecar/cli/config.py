@@ -43,6 +43,8 @@ from sidecar.ops.sched import available_cpus
 
 #: Salt used in development mode when none is configured. Never for production.
 DEV_SALT = "sidecar-dev-salt"
+#: Where the Connect listener answers in development mode when SIDECAR_HTTP_LISTEN is not set.
+DEV_HTTP_LISTEN = ("127.0.0.1:50052",)
 
 #: Values of ``SIDECAR_CALL_PATH``.
 CALL_PATHS = ("fast", "stock")
@@ -140,6 +142,11 @@ class Config:
         "SIDECAR_LISTEN", "--listen", comma_list(),
         "comma-separated `unix:///path/to.sock` and `host:port` addresses; TCP off loopback needs mTLS "
         "(`SIDECAR_TLS_CLIENT_CA`) or `--insecure-tcp`", NETWORK, keep_empty=True))
+    http_listen: tuple[str, ...] | None = field(default=None, metadata=setting(
+        "SIDECAR_HTTP_LISTEN", "--http-listen", comma_list(),
+        "addresses of the Connect protocol (HTTP/1.1, h2c, JSON or binary) listener, the same syntax and rules "
+        "as `SIDECAR_LISTEN`; empty turns it off", NETWORK,
+        default_doc="off; `127.0.0.1:50052` in development mode", keep_empty=True))
     health_listen: tuple[str, ...] = field(default=(), metadata=setting(
         "SIDECAR_HEALTH_LISTEN", "--health-listen", comma_list(),
         "`host:port` addresses of a second server answering only `grpc.health.v1` (for kubelet `grpc:` probes, "
@@ -223,6 +230,8 @@ class Config:
             raise ConfigError("SIDECAR_LISTEN: at least one listen address is required")
         for addr in self.listen:
             _check_listen(addr)
+        for addr in self.http_listen or ():
+            _check_listen(addr, "SIDECAR_HTTP_LISTEN")
         for addr in self.health_listen:
             _check_host_port(addr, "SIDECAR_HEALTH_LISTEN")
         if self.metrics_addr:
@@ -240,6 +249,14 @@ class Config:
     def dev_mode(self) -> bool:
         """No key configured: a throw-away key and the dev salt are used."""
         return self.key_file is None
+
+    @property
+    def http_addresses(self) -> tuple[str, ...]:
+        """The Connect listener's addresses in force: as set, else ``127.0.0.1:50052`` in development mode."""
+        if self.http_listen is not None:
+            return self.http_listen
+        # Not with an allow-list: the Connect listener's TCP callers could not be matched against it.
+        return DEV_HTTP_LISTEN if self.dev_mode and not self.allowed_clients else ()
 
     @property
     def salt(self) -> str:
@@ -260,14 +277,14 @@ def _check_host_port(addr: str, setting: str) -> None:
         raise ConfigError(f"{setting}: {addr!r} is not host:port")
 
 
-def _check_listen(addr: str) -> None:
+def _check_listen(addr: str, setting: str = "SIDECAR_LISTEN") -> None:
     if addr.startswith("unix://"):
         if not addr.removeprefix("unix://"):
-            raise ConfigError(f"SIDECAR_LISTEN: {addr!r} has no socket path")
+            raise ConfigError(f"{setting}: {addr!r} has no socket path")
         return
     if addr.startswith("unix:"):
-        raise ConfigError(f"SIDECAR_LISTEN: write Unix sockets as unix:///absolute/path, got {addr!r}")
-    _check_host_port(addr, "SIDECAR_LISTEN")
+        raise ConfigError(f"{setting}: write Unix sockets as unix:///absolute/path, got {addr!r}")
+    _check_host_port(addr, setting)
 
 
 def is_loopback(addr: str) -> bool:
@@ -303,12 +320,19 @@ def _check_transport_security(cfg: Config) -> None:
     if cfg.allowed_clients and cfg.tls_client_ca is None:
         raise ConfigError("SIDECAR_ALLOWED_CLIENTS: needs SIDECAR_TLS_CLIENT_CA (the list names client certificates)")
     # Server-only TLS authenticates no caller: whoever reaches the port could mint tokens.
-    exposed = exposed_tcp(cfg.listen)
-    if exposed and cfg.tls_client_ca is None and not cfg.insecure_tcp:
+    for name, listen in (("SIDECAR_LISTEN", cfg.listen), ("SIDECAR_HTTP_LISTEN", cfg.http_listen or ())):
+        exposed = exposed_tcp(listen)
+        if exposed and cfg.tls_client_ca is None and not cfg.insecure_tcp:
+            raise ConfigError(
+                f"{name}: {exposed[0]} is not a loopback address, so callers must present client certificates: "
+                "set SIDECAR_TLS_CERT, SIDECAR_TLS_KEY and SIDECAR_TLS_CLIENT_CA (mTLS), or pass --insecure-tcp "
+                "where a mesh authenticates callers itself"
+            )
+    if cfg.allowed_clients and any(not a.startswith("unix://") for a in cfg.http_listen or ()):
         raise ConfigError(
-            f"SIDECAR_LISTEN: {exposed[0]} is not a loopback address, so callers must present client certificates: "
-            "set SIDECAR_TLS_CERT, SIDECAR_TLS_KEY and SIDECAR_TLS_CLIENT_CA (mTLS), or pass --insecure-tcp "
-            "where a mesh authenticates callers itself"
+            "SIDECAR_ALLOWED_CLIENTS: the Connect listener cannot see client certificate names (its HTTP server "
+            "does not pass them on); serve SIDECAR_HTTP_LISTEN on a Unix socket only, or rely on "
+            "SIDECAR_TLS_CLIENT_CA alone"
         )
 
 

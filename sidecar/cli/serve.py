@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from sidecar.telemetry.metrics import MetricsServer
+    from sidecar.transport.httpserver import HttpServer
+    from sidecar.transport.runtime import Runtime
 
 log = logging.getLogger("sidecar")
 
@@ -123,6 +125,22 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
         health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
 
 
+def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metrics: RpcMetrics | None, *,
+                  reuse_port: bool, unix: bool) -> HttpServer:
+    """The Connect protocol listener (``SIDECAR_HTTP_LISTEN``) over ``runtime``'s servicer, guards and health."""
+    from concurrent import futures
+
+    from sidecar.transport.connect import Application
+    from sidecar.transport.httpserver import HttpServer, Tls
+
+    # Calls run on a pool, as on the gRPC path: signing releases the GIL, so both cores sign and the loop never waits.
+    pool = futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="http")
+    app = Application(runtime.servicer, runtime.health, opts.interceptors, rpc_metrics, pool, cfg.max_message_bytes)
+    return HttpServer(app.for_listener, cfg.http_addresses, socket_mode=cfg.socket_mode, reuse_port=reuse_port,
+                      unix=unix, optional=cfg.http_listen is None,
+                      tls=Tls(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert and cfg.tls_key else None)
+
+
 def _no_key_file() -> None:
     log.warning("SIGHUP: development mode has no key file to reload")
 
@@ -135,8 +153,10 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     registry, rpc_metrics, metrics_http = _worker_metrics(cfg)
     observer = make_observer(cfg, registry)
     sidecar = make_sidecar(cfg, key, observer, event_settings)
-    runtime = runtime_mod.build(sidecar, cfg.listen, server_options(cfg, observer, rpc_metrics,
-                                                                    reuse_port=reuse_port, unix=unix))
+    opts = server_options(cfg, observer, rpc_metrics, reuse_port=reuse_port, unix=unix)
+    runtime = runtime_mod.build(sidecar, cfg.listen, opts)
+    if cfg.http_addresses:
+        runtime.companions.append(http_listener(cfg, runtime, opts, rpc_metrics, reuse_port=reuse_port, unix=unix))
     rotator = key_rotator(cfg, sidecar)
     runtime.handle_signals(cfg.grace.total_seconds(), on_reload=rotator.request_reload if rotator else _no_key_file)
     if rotator is not None:
@@ -145,7 +165,9 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
     from sidecar.ops.supervisor import WORKER_SIGNALS
 
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)  # blocked since fork in pre-fork mode
-    log.info("worker %d serving on %s", index, ", ".join(runtime.addresses))
+    http = [a for c in runtime.companions for a in c.addresses]
+    log.info("worker %d serving on %s%s", index, ", ".join(runtime.addresses),
+             f"; Connect protocol on {', '.join(http)}" if http else "")
     runtime.wait()
     if rotator is not None:
         rotator.stop()
@@ -171,11 +193,27 @@ def _worker_metrics(cfg: Config) -> tuple[CollectorRegistry, RpcMetrics, Metrics
     from sidecar.transport.runtime import SERVICES
 
     registry = CollectorRegistry()
-    rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES))
+    protocols = ("grpc", "connect") if cfg.http_addresses else ("grpc",)
+    rpc_metrics = RpcMetrics(registry, service_methods(*SERVICES), protocols)
     serve_here = cfg.workers == 1 and cfg.metrics_addr
     if serve_here:
         metrics.register_process_collectors(registry)
     return registry, rpc_metrics, metrics.MetricsServer(cfg.metrics_addr, registry) if serve_here else None
+
+
+def _reserve_http(cfg: Config) -> tuple[list[str], list[Any]]:
+    """Pin the Connect listener's TCP ports for the workers; development mode's default, if taken, is left off."""
+    from sidecar.domain.errors import ConfigError
+    from sidecar.ops.supervisor import reserve_tcp_ports
+
+    try:
+        return reserve_tcp_ports(cfg.http_addresses)
+    except ConfigError:
+        if cfg.http_listen is not None:
+            raise
+        log.warning("development mode: %s is taken, so the Connect listener is off (set SIDECAR_HTTP_LISTEN)",
+                    ", ".join(cfg.http_addresses))
+        return [], []
 
 
 def serve(cfg: Config, key: SigningKey) -> int:
@@ -213,8 +251,9 @@ def serve(cfg: Config, key: SigningKey) -> int:
 
     listen, held = reserve_tcp_ports(cfg.listen)
     health_listen, health_held = reserve_tcp_ports(cfg.health_listen)
-    held += health_held
-    cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen))
+    http_listen, http_held = _reserve_http(cfg)
+    held += health_held + http_held
+    cfg = replace(cfg, listen=tuple(listen), health_listen=tuple(health_listen), http_listen=tuple(http_listen))
     log.info("pre-fork: %d workers on %s (Unix sockets served by worker 0)", cfg.workers, ", ".join(listen))
     exporter = MultiprocessExporter(cfg.metrics_addr)  # before forking: workers inherit its value class
 

@@ -2,7 +2,8 @@
 
 ``grpc_server_started_total``, ``grpc_server_handled_total`` and
 ``grpc_server_handling_seconds``, labelled ``grpc_type``, ``grpc_service``,
-``grpc_method`` (and ``grpc_code`` once handled). Codes are spelled as Go's
+``grpc_method``, ``protocol`` (``grpc``, or ``connect`` / ``grpc_web`` for the
+HTTP listener: a call is a call, whichever protocol) and ``grpc_code`` once handled. Codes are spelled as Go's
 ``codes.Code.String()`` does (``OK``, ``InvalidArgument``, ...), so dashboards
 and alerts written for Go services work unchanged. Only registered methods are
 counted, so labels come from a fixed set. The transports report into a
@@ -49,8 +50,8 @@ CODE_NAMES: dict[str, str] = {
 class Series:
     """The label children of one method, resolved once so a call does no label look-ups."""
 
-    def __init__(self, m: RpcMetrics, grpc_type: str, service: str, method: str) -> None:
-        labels = (grpc_type, service, method)
+    def __init__(self, m: RpcMetrics, grpc_type: str, service: str, method: str, protocol: str = "grpc") -> None:
+        labels = (grpc_type, service, method, protocol)
         self.started: _CounterChild = m.started.labels(*labels)
         self.in_flight: _GaugeChild = m.in_flight
         self.seconds: _HistogramChild = m.seconds.labels(*labels)
@@ -73,9 +74,10 @@ class Series:
 class RpcMetrics:
     """The three RPC metric families on ``registry``, with a :class:`Series` per method."""
 
-    def __init__(self, registry: CollectorRegistry, methods: Iterable[tuple[str, str, str]] = ()) -> None:
-        """``methods``: ``(grpc_type, service, method)`` triples whose series start at 0."""
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
+    def __init__(self, registry: CollectorRegistry, methods: Iterable[tuple[str, str, str]] = (),
+                 protocols: Iterable[str] = ("grpc",)) -> None:
+        """``methods``: ``(grpc_type, service, method)`` triples whose series start at 0 for each of ``protocols``."""
+        labels = ["grpc_type", "grpc_service", "grpc_method", "protocol"]
         self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=registry)
         self.handled = Counter("grpc_server_handled", "RPCs completed on the server, by status code.",
                                [*labels, "grpc_code"], registry=registry)
@@ -86,16 +88,17 @@ class RpcMetrics:
         # the sidecar is working on, the figure the admission limits act on.
         self.in_flight = Gauge("sidecar_rpcs_in_flight", "RPCs started and not yet answered.",
                                multiprocess_mode="livesum", registry=registry)
-        self._series: dict[str, Series] = {}
-        for grpc_type, service, method in methods:
-            self._series[f"/{service}/{method}"] = Series(self, grpc_type, service, method)
+        self._series: dict[tuple[str, str], Series] = {}
+        for protocol in protocols:
+            for grpc_type, service, method in methods:
+                self._series[f"/{service}/{method}", protocol] = Series(self, grpc_type, service, method, protocol)
 
-    def series(self, full_method: str, grpc_type: str) -> Series:
-        """The series of ``full_method`` (``/service/Method``), created on first use."""
-        series = self._series.get(full_method)
+    def series(self, full_method: str, grpc_type: str, protocol: str = "grpc") -> Series:
+        """The series of ``full_method`` (``/service/Method``) over ``protocol``, created on first use."""
+        series = self._series.get((full_method, protocol))
         if series is None:
             service, _, method = full_method.lstrip("/").rpartition("/")
-            series = self._series[full_method] = Series(self, grpc_type, service, method)
+            series = self._series[full_method, protocol] = Series(self, grpc_type, service, method, protocol)
         return series
 
 

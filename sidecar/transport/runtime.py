@@ -130,6 +130,8 @@ class Runtime:
                 port = _add_port(self.health_server, addr, None, "SIDECAR_HEALTH_LISTEN")
                 self.health_addresses.append(f"{addr.rpartition(':')[0]}:{port}")
         self._stopped = threading.Event()
+        #: Other listeners drained with this server (objects with ``start()`` and ``stop(grace)``: the Connect one).
+        self.companions: list[Any] = []
 
     def _bind(self, addr: str) -> str:
         if addr.startswith("unix://"):
@@ -160,6 +162,8 @@ class Runtime:
             self.fast.start()
         if self.health_server is not None:
             self.health_server.start()
+        for companion in self.companions:
+            companion.start()
         self.set_serving(True)
 
     def set_serving(self, serving: bool) -> None:
@@ -170,7 +174,13 @@ class Runtime:
     def drain(self, grace: float) -> None:
         """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
         self.health.enter_graceful_shutdown()
+        stopping = [threading.Thread(target=c.stop, args=(grace,), name="drain-companion", daemon=True)
+                    for c in self.companions]
+        for t in stopping:
+            t.start()
         self.server.stop(grace).wait()
+        for t in stopping:
+            t.join(grace + 2)
         if self.fast is not None:  # core has finished every call: end the fast path's threads
             self.fast.stop()
         if self.health_server is not None:  # answered NOT_SERVING all through the drain
