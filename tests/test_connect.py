@@ -318,3 +318,17 @@ def test_grpc_web_is_served_too_and_counted_as_such(served: dict[str, str]) -> N
     assert b"grpc-status: 0" in body[5 + length:]
     assert metric(served["metrics"], "grpc_server_handled_total", protocol="grpc_web", grpc_method="IssueToken",
                   grpc_code="OK") == 1
+
+
+def test_correlation_headers_reach_the_audit_record(connect_sidecar) -> None:  # type: ignore[no-untyped-def]
+    """A backend's traceparent and x-request-id sent over Connect land in the token's audit record,
+    as over gRPC (tests/test_correlation.py)."""
+    proc, targets = connect_sidecar(env={"SIDECAR_AUDIT_FORMAT": "json"})
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    status, body = Http(targets["unix"]).call(
+        "IssueToken", {"email": EMAIL, "uuid": UUID_OTHER},
+        headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "x-request-id": "php-req-81"})
+    assert status == 200 and body["token"]["jwt"]
+    (line,) = [ln for ln in proc.wait_for_stderr("php-req-81").splitlines() if "php-req-81" in ln]
+    record = json.loads(line)
+    assert (record["event"], record["trace_id"], record["request_id"]) == ("token_issued", trace, "php-req-81")
