@@ -113,5 +113,5 @@ def test_every_calling_it_heading_is_run() -> None:
     """A language added to the section without a runner here fails, rather than going untested."""
     headings = re.findall(r"^### (.+)$", section("Calling it"), re.M)
     assert set(RUNNERS) <= set(headings)
-    untested = set(headings) - set(RUNNERS) - {"curl", "PHP"}  # issue 18a runs those two
+    untested = set(headings) - set(RUNNERS) - {"curl", "PHP"}  # tests/test_docs_connect.py runs those two
     assert not untested, untested

@@ -1,4 +1,4 @@
-"""docs/clients.md's Connect section runs as written: its ``sidecar serve`` line starts the
+"""docs/clients.md's PHP and curl programs ("Calling it") run as written: its ``sidecar serve`` line starts the
 listener, its curl command and its PHP snippet call it, and so does the README's curl line
 (only the socket path is this test's)."""
 
@@ -20,8 +20,10 @@ DOC_SOCKET = "/run/sidecar/http.sock"
 
 
 def section() -> str:
+    """The PHP and curl programs of "Calling it" (from ``### PHP`` to the section's end)."""
     text = (ROOT / "docs" / "clients.md").read_text()
-    return text.split("## PHP, curl and any HTTP client: the Connect protocol", 1)[1].split("\n## ", 1)[0]
+    calling = text.split("\n## Calling it\n", 1)[1].split("\n## ", 1)[0]
+    return calling.split("\n### PHP\n", 1)[1]
 
 
 def blocks(lang: str) -> list[str]:

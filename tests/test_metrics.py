@@ -81,7 +81,7 @@ def test_known_series_start_at_zero(start_server):
 def test_reason_set_covers_every_validation_rule_and_later_issues():
     assert set(validation.REASONS) <= set(REASONS)
     assert {"no_key", "internal", "unauthenticated", "rate_limited", "resource_exhausted",
-            "message_too_large"} <= set(REASONS)
+            "message_too_large", "deadline_exceeded"} <= set(REASONS)
     assert len(set(REASONS)) == len(REASONS)
 
 

@@ -66,6 +66,7 @@ REASONS: tuple[str, ...] = (
     "resource_exhausted",  # too many concurrent calls
     "message_too_large",  # the request exceeded the maximum message size
     "malformed_request",  # the request's bytes are not a valid message (INVALID_ARGUMENT)
+    "deadline_exceeded",  # the call's deadline passed while it waited for a thread (DEADLINE_EXCEEDED)
 )
 #: The label value for anything outside a fixed set.
 OTHER = "other"
