@@ -9,16 +9,9 @@ cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
 MODULE="$(awk '$1 == "module" {print $2}' clients/go/go.mod)"
 
-tmp="$(mktemp -d /tmp/sc-go-XXXXXX)"
-pid=""
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+SIDECAR_AUDIT_LEVEL=OFF
+# shellcheck source=../lib/test-sidecar.sh
+source scripts/lib/test-sidecar.sh go
 
 # GOPATH mode: the module's directory appears at its import path in a GOPATH of
 # its own; grpc-go and protobuf come from Debian's /usr/share/gocode.
@@ -31,23 +24,6 @@ unformatted="$(gofmt -l clients/go)"
 [ -z "$unformatted" ] || { echo "gofmt: $unformatted" >&2; exit 1; }
 go vet "${packages[@]}"
 
-openssl genpkey -out "$tmp/private.pem" -algorithm RSA -pkeyopt rsa_keygen_bits:2048 2>/dev/null
-openssl rsa -pubout < "$tmp/private.pem" > "$tmp/public.pem" 2>/dev/null
-chmod 600 "$tmp/private.pem"
-
-port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-tcp="127.0.0.1:$port"
-unix="unix://$tmp/sidecar.sock"
-salt=someString
-env -u SIDECAR_WORKERS SIDECAR_LISTEN="$tcp,$unix" SIDECAR_METRICS_ADDR="" SIDECAR_KEY_FILE="$tmp/private.pem" \
-  SIDECAR_UUID_SALT="$salt" SIDECAR_LOG_LEVEL=WARNING SIDECAR_AUDIT_LEVEL=OFF "$VENV/bin/sidecar" serve &
-pid=$!
-for _ in $(seq 1 150); do
-  "$VENV/bin/sidecar" health --addr "$tcp" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { echo "sidecar exited during start-up" >&2; exit 1; }
-  sleep 0.2
-done
-"$VENV/bin/sidecar" health --addr "$tcp" >/dev/null
 
 # A second sidecar on TCP with TLS that requires client certificates (mTLS), from an openssl-made CA.
 ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
@@ -62,7 +38,7 @@ ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
   done
   chmod 600 server.key client.key
 )
-tls_port="$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+tls_port="$(free_port)"
 tls="127.0.0.1:$tls_port"
 env -u SIDECAR_WORKERS SIDECAR_LISTEN="$tls" SIDECAR_METRICS_ADDR="" SIDECAR_KEY_FILE="$tmp/private.pem" \
   SIDECAR_UUID_SALT="$salt" SIDECAR_TLS_CERT="$tmp/server.pem" SIDECAR_TLS_KEY="$tmp/server.key" \
