@@ -165,6 +165,10 @@ class Config:
     max_concurrent_calls: int = field(default=256, metadata=setting(
         "SIDECAR_MAX_CONCURRENT_CALLS", "--max-concurrent-calls", integer(1, 100_000),
         "calls accepted at once (per process); more get `RESOURCE_EXHAUSTED`", LIMITS))
+    health_max_watchers: int = field(default=16, metadata=setting(
+        "SIDECAR_HEALTH_MAX_WATCHERS", "--health-max-watchers", integer(1, 1024),
+        "health `Watch` streams open at once (per process, both health listeners); more get "
+        "`RESOURCE_EXHAUSTED`. `Check` has threads of its own and is never refused", LIMITS))
     rate_limit: float = field(default=0.0, metadata=setting(
         "SIDECAR_RATE_LIMIT", "--rate-limit", number(0, 1_000_000),
         "per-caller token bucket: calls per second; `0` turns it off", LIMITS, default_doc="`0` (off)"))

@@ -119,7 +119,8 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
         options=[("grpc.max_receive_message_length", cfg.max_message_bytes)],
         credentials=admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca),
         socket_mode=cfg.socket_mode, reuse_port=reuse_port, unix=unix,
-        health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
+        health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg),
+        health_max_watchers=cfg.health_max_watchers)
 
 
 def _no_key_file() -> None:

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath
+from sidecar.transport.health import DEFAULT_MAX_WATCHERS, NOT_SERVING, SERVING, Health
 from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
 from sidecar.v1 import identity_pb2 as pb
 from sidecar.v1 import identity_pb2_grpc as pb_grpc
@@ -60,6 +61,10 @@ class ServerOptions:
     executor: futures.ThreadPoolExecutor | None = None
     #: Threads of the fast call path for ``IdentityService`` (:mod:`sidecar.transport.fastpath`); 0: the stock path.
     fast_path_threads: int = 0
+    #: ``Watch`` streams of the health service open at once (both health servers together).
+    health_max_watchers: int = DEFAULT_MAX_WATCHERS
+    #: Seconds past the grace period after which a drain that has not finished ends the process.
+    hard_stop: float = 3.0
 
 
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
@@ -79,9 +84,8 @@ class Runtime:
     def __init__(self, servicer: IdentityServicer, listen: Sequence[str], opts: ServerOptions | None = None) -> None:
         self.opts = opts or ServerOptions()
         self.servicer = servicer
-        self.health = health.HealthServicer()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health = Health(("", SERVICE_NAME), self.opts.health_max_watchers,
+                             getattr(servicer, "observer", None))
         channel_opts = [("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), *self.opts.options]
         self.server = grpc.server(
             self.opts.executor or futures.ThreadPoolExecutor(max_workers=self.opts.max_workers, thread_name_prefix="rpc"),
@@ -97,7 +101,7 @@ class Runtime:
                 log.warning("%s; IdentityService is served by the stock grpc server", exc)
         if self.fast is None:
             pb_grpc.add_IdentityServiceServicer_to_server(servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.health.add_to(self.server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
@@ -115,7 +119,7 @@ class Runtime:
                 futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
                 options=[("grpc.so_reuseport", 1 if self.opts.reuse_port else 0), ("grpc.max_receive_message_length", 1024)],
             )
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+            self.health.add_to(self.health_server)
             for addr in self.opts.health_listen:
                 port = _add_port(self.health_server, addr, None, "SIDECAR_HEALTH_LISTEN")
                 self.health_addresses.append(f"{addr.rpartition(':')[0]}:{port}")
@@ -149,24 +153,36 @@ class Runtime:
         self.set_serving(True)
 
     def set_serving(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, status)
+        self.health.set_all(SERVING if serving else NOT_SERVING)
 
     def drain(self, grace: float) -> None:
-        """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        """Go NOT_SERVING, refuse new calls, let in-flight calls finish within ``grace``.
+
+        grpc cancels what is left at the end of ``grace``; should even that not end
+        the server within :attr:`ServerOptions.hard_stop` more seconds, the drain
+        goes on without it (:meth:`handle_signals` then ends the process).
+        """
+        self.health.shutdown()
+        if not self.server.stop(grace).wait(grace + self.opts.hard_stop):
+            log.error("the server did not stop within %.1fs of the grace period", self.opts.hard_stop)
         if self.fast is not None:  # core has finished every call: end the fast path's threads
             self.fast.stop()
         if self.health_server is not None:  # answered NOT_SERVING all through the drain
-            self.health_server.stop(0).wait()
+            self.health_server.stop(0).wait(self.opts.hard_stop)
+        self.health.close()
         for path in self._sockets:
             path.unlink(missing_ok=True)
         self._stopped.set()
 
     def wait(self) -> None:
         self._stopped.wait()
+
+    def _hard_stop(self, grace: float) -> None:
+        """The drain's hard bound: whatever still runs ``hard_stop`` seconds past the grace period."""
+        if self._stopped.is_set():
+            return
+        log.error("drain not finished %.1fs after the %.1fs grace period: exiting now", self.opts.hard_stop, grace)
+        os._exit(1)
 
     def handle_signals(self, grace: float, on_reload: Callable[[], None] | None = None) -> None:
         """SIGTERM/SIGINT drain (a second one exits at once); SIGHUP calls ``on_reload``."""
@@ -179,6 +195,9 @@ class Runtime:
             draining.set()
             log.info("%s: draining (grace %.1fs)", signal.Signals(signum).name, grace)
             threading.Thread(target=self.drain, args=(grace,), name="drain", daemon=True).start()
+            hard = threading.Timer(grace + self.opts.hard_stop, self._hard_stop, args=(grace,))
+            hard.daemon = True
+            hard.start()
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)

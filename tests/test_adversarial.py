@@ -1,0 +1,130 @@
+"""Hostile callers against the real server (issue 15): each test reproduces one finding
+with a bounded load on loopback or a Unix socket, and fails if it comes back.
+
+The loads are smaller than the issue's (the figures come from ``bench/adversarial.py``)
+but large enough to break the server as it was before the fixes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from sidecar.transport.runtime import ServerOptions
+from sidecar.v1 import identity_pb2 as pb
+from sidecar.v1 import identity_pb2_grpc as pb_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def check(addr: str, timeout: float = 1.0) -> str:
+    """The health status name on ``addr``, or the error code's name."""
+    with grpc.insecure_channel(addr) as ch:
+        try:
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status)
+        except grpc.RpcError as exc:
+            return exc.code().name
+
+
+def legit_ok(addr: str, calls: int = 20, timeout: float = 1.0) -> int:
+    """How many of ``calls`` GetPublicKey calls on a fresh channel succeed within ``timeout`` each."""
+    ok = 0
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.IdentityServiceStub(ch)
+        for _ in range(calls):
+            try:
+                stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=timeout)
+                ok += 1
+            except grpc.RpcError:
+                pass
+    return ok
+
+
+def watch_storm(addr: str, calls: int, name_bytes: int, threads: int = 8, budget: float = 20.0) -> int:
+    """``calls`` Watch calls with unique ``name_bytes``-byte names, each cancelled after its first
+    answer (or refusal), for at most ``budget`` seconds; returns how many got an answer."""
+    answered = [0] * threads
+    end = time.monotonic() + budget
+
+    def run(t: int) -> None:
+        with grpc.insecure_channel(addr) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            for i in range(t, calls, threads):
+                if time.monotonic() > end:
+                    return
+                name = f"{i:08d}".ljust(name_bytes, "x")
+                stream = stub.Watch(health_pb2.HealthCheckRequest(service=name), timeout=2)
+                try:
+                    next(stream)
+                    answered[t] += 1
+                except (grpc.RpcError, StopIteration):
+                    pass
+                stream.cancel()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=budget + 5)
+    return sum(answered)
+
+
+# -- finding 1 and 2: health Watch ----------------------------------------------------------------
+
+
+def test_watch_storm_leaves_check_and_drain_working(start_server) -> None:
+    """A storm of cancelled Watch calls with long unique names: Check still answers on the
+    main port, legitimate calls succeed, and the drain ends within its grace period."""
+    s = start_server()
+    watch_storm(s.tcp, calls=2_000, name_bytes=900)
+    assert check(s.tcp) == "SERVING"
+    assert legit_ok(s.tcp) == 20
+    started = time.monotonic()
+    done = threading.Thread(target=s.runtime.drain, args=(2.0,), daemon=True)
+    done.start()
+    done.join(timeout=10)
+    assert not done.is_alive(), "drain never finished"
+    assert time.monotonic() - started < 2.0 + 3.5
+
+
+def test_watched_names_are_not_kept(start_server) -> None:
+    """Watching thousands of unique long names keeps nothing per name (memory stays flat)."""
+    s = start_server()
+    watch_storm(s.tcp, calls=200, name_bytes=8_000)  # warm up grpc's own buffers
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        watch_storm(s.tcp, calls=1_000, name_bytes=8_000)
+        time.sleep(0.5)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 2_000_000, f"{grown} bytes kept after 1,000 watched names of 8 KB"
+
+
+def test_watch_streams_are_bounded_and_check_still_answers(start_server) -> None:
+    s = start_server(opts=ServerOptions(health_max_watchers=4))
+    with grpc.insecure_channel(s.tcp) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        streams = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(4)]
+        assert all(next(w).status == SERVING for w in streams)
+        extra = stub.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(extra)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert check(s.tcp) == "SERVING"
+        # A watcher sees the drain: NOT_SERVING, and the server still stops within its grace.
+        drain = threading.Thread(target=s.runtime.drain, args=(1.0,), daemon=True)
+        drain.start()
+        assert next(streams[0]).status == NOT_SERVING
+        drain.join(timeout=6)
+        assert not drain.is_alive()
+        for w in streams:
+            w.cancel()
