@@ -128,3 +128,79 @@ def test_watch_streams_are_bounded_and_check_still_answers(start_server) -> None
         assert not drain.is_alive()
         for w in streams:
             w.cancel()
+
+
+# -- finding 3: calls that never send their request message ---------------------------------------
+
+GET_PUBLIC_KEY = "/sidecar.v1.IdentityService/GetPublicKey"
+
+
+def _limited_server(start_server, recorder, **settings):
+    from sidecar.cli.config import Config
+    from sidecar.cli.serve import server_options
+
+    cfg = Config(**settings)
+    return start_server(observer=recorder, opts=server_options(cfg, recorder))
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_stalled_calls_starve_no_one(start_server, call_path, transport) -> None:
+    """Connections full of calls that never send their message: legitimate calls still succeed
+    within 1 s, health answers, and each stalled call is ended (pushed out, or at its read deadline)."""
+    from datetime import timedelta
+
+    from hardening_util import Recorder
+    from stall_client import Conn, wait_ended
+
+    recorder = Recorder()
+    s = _limited_server(start_server, recorder, max_concurrent_calls=8, max_pending_calls=24,
+                        max_pending_per_connection=6, request_read_timeout=timedelta(seconds=1))
+    addr = s.tcp if transport == "tcp" else s.unix
+    conns = [Conn(addr) for _ in range(8)]
+    try:
+        for c in conns:
+            c.stall(GET_PUBLIC_KEY, 8)  # 2 over the per-connection bound each; 48 over the total
+        time.sleep(0.2)
+        assert legit_ok(addr, calls=20) == 20
+        assert check(addr) == "SERVING"
+        assert wait_ended(conns, 64, timeout=5) == 64, "some stalled calls were never ended"
+    finally:
+        for c in conns:
+            c.close()
+    reasons = [r for _, r in recorder.rejections]
+    assert reasons.count("too_many_pending") >= 16 + 24
+    assert "request_timeout" in reasons
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_reopened_stalled_calls_starve_no_one(start_server, call_path) -> None:
+    """A caller who keeps reopening stalled calls, on fresh connections, as fast as it can."""
+    from datetime import timedelta
+
+    from hardening_util import Recorder
+    from stall_client import Conn
+
+    recorder = Recorder()
+    s = _limited_server(start_server, recorder, max_concurrent_calls=4, max_pending_calls=16,
+                        max_pending_per_connection=4, request_read_timeout=timedelta(seconds=5))
+    stop = threading.Event()
+    opened: list[Conn] = []
+
+    def attack() -> None:
+        while not stop.is_set() and len(opened) < 200:
+            c = Conn(s.tcp)
+            opened.append(c)
+            c.stall(GET_PUBLIC_KEY, 4)
+            time.sleep(0.005)
+
+    attacker = threading.Thread(target=attack, daemon=True)
+    attacker.start()
+    try:
+        time.sleep(0.3)
+        assert legit_ok(s.tcp, calls=30) >= 29
+    finally:
+        stop.set()
+        attacker.join(timeout=5)
+        for c in opened:
+            c.close()

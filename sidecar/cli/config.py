@@ -165,6 +165,32 @@ class Config:
     max_concurrent_calls: int = field(default=256, metadata=setting(
         "SIDECAR_MAX_CONCURRENT_CALLS", "--max-concurrent-calls", integer(1, 100_000),
         "calls accepted at once (per process); more get `RESOURCE_EXHAUSTED`", LIMITS))
+    request_read_timeout: timedelta = field(default=timedelta(seconds=2), metadata=setting(
+        "SIDECAR_REQUEST_READ_TIMEOUT", "--request-read-timeout",
+        duration(timedelta(0), timedelta(seconds=60), lo_open=True, rule="must be more than 0 and at most 60s"),
+        "a call whose request message has not arrived this long after its headers is cancelled "
+        "(counted `request_timeout`); until it arrives the call takes no slot of `SIDECAR_MAX_CONCURRENT_CALLS`",
+        LIMITS))
+    max_pending_calls: int = field(default=128, metadata=setting(
+        "SIDECAR_MAX_PENDING_CALLS", "--max-pending-calls", integer(1, 100_000),
+        "calls waiting for their request message at once (per process); one more cancels the oldest "
+        "(counted `too_many_pending`)", LIMITS))
+    max_pending_per_connection: int = field(default=16, metadata=setting(
+        "SIDECAR_MAX_PENDING_PER_CONNECTION", "--max-pending-per-connection", integer(1, 100_000),
+        "calls waiting for their request message on one connection; more get `RESOURCE_EXHAUSTED` "
+        "(counted `too_many_pending`)", LIMITS))
+    max_streams_per_connection: int = field(default=100, metadata=setting(
+        "SIDECAR_MAX_STREAMS_PER_CONNECTION", "--max-streams-per-connection", integer(1, 100_000),
+        "concurrent calls (HTTP/2 streams) one connection may open (grpc `max_concurrent_streams`)", LIMITS))
+    max_connections: int = field(default=0, metadata=setting(
+        "SIDECAR_MAX_CONNECTIONS", "--max-connections", integer(0, 1_000_000),
+        "client connections accepted at once (per process); more are closed by grpc as they come. `0`: the "
+        "open-file limit (`RLIMIT_NOFILE`) less 128 descriptors kept for key files, `/metrics`, logs and "
+        "the health server", LIMITS, default_doc="`0` (from `RLIMIT_NOFILE`)"))
+    connection_idle_timeout: timedelta = field(default=timedelta(minutes=5), metadata=setting(
+        "SIDECAR_CONNECTION_IDLE_TIMEOUT", "--connection-idle-timeout", duration(timedelta(0), timedelta(days=1)),
+        "a connection with no call for this long is closed (GOAWAY; clients reconnect); `0` keeps idle "
+        "connections open", LIMITS))
     health_max_watchers: int = field(default=16, metadata=setting(
         "SIDECAR_HEALTH_MAX_WATCHERS", "--health-max-watchers", integer(1, 1024),
         "health `Watch` streams open at once (per process, both health listeners); more get "

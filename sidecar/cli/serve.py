@@ -114,13 +114,45 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
     if cfg.rate_limit > 0:
         guards.append(admission.RateLimit(cfg.rate_limit, cfg.rate_burst, observer))
     guards.append(admission.Deadline(observer))
+    pending = admission.PendingCalls(cfg.max_pending_calls, cfg.max_pending_per_connection,
+                                     cfg.request_read_timeout.total_seconds(), observer)
+    executor.pending = pending
     return ServerOptions(
-        max_workers=cfg.threads, executor=executor, interceptors=guards,
-        options=[("grpc.max_receive_message_length", cfg.max_message_bytes)],
+        max_workers=cfg.threads, executor=executor, interceptors=guards, pending=pending,
+        options=connection_options(cfg),
         credentials=admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca),
         socket_mode=cfg.socket_mode, reuse_port=reuse_port, unix=unix,
         health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg),
         health_max_watchers=cfg.health_max_watchers)
+
+
+#: File descriptors kept free of client connections: key files, ``/metrics``, logs, the health server.
+RESERVED_FDS = 128
+
+
+def max_connections(cfg: Config) -> int:
+    """``SIDECAR_MAX_CONNECTIONS``, or (``0``) the open-file limit less :data:`RESERVED_FDS` (at least 16)."""
+    if cfg.max_connections:
+        return cfg.max_connections
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, int(soft) - RESERVED_FDS)
+
+
+def connection_options(cfg: Config) -> list[tuple[str, Any]]:
+    """grpc channel arguments of the main server: message size, streams and connections."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_concurrent_streams", cfg.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", max_connections(cfg)),
+    ]
+    idle_ms = int(cfg.connection_idle_timeout.total_seconds() * 1000)
+    if idle_ms:
+        options.append(("grpc.max_connection_idle_ms", idle_ms))
+    return options
 
 
 def _no_key_file() -> None:

@@ -51,6 +51,9 @@ REASONS: tuple[str, ...] = (
     "rate_limited",  # the caller's rate limit was exceeded
     "resource_exhausted",  # too many concurrent calls
     "message_too_large",  # the request exceeded the maximum message size
+    "request_timeout",  # the request message did not arrive within the read deadline
+    "too_many_pending",  # too many calls waiting for their request message (per connection or in all)
+    "health_watchers",  # too many health Watch streams at once
 )
 #: The label value for anything outside a fixed set.
 OTHER = "other"

@@ -32,6 +32,7 @@ are parsed. Everything here takes plain values; the composition root
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -178,14 +179,83 @@ MAX_BUCKETS = 10_000
 
 
 class CountingExecutor(futures.ThreadPoolExecutor):
-    """A thread pool that knows how many submitted calls have not finished yet."""
+    """A thread pool that knows how many submitted calls have not finished yet.
+
+    With :attr:`pending` set, a unary call reaches the pool only once its request
+    message has arrived: until then it waits in :class:`PendingCalls` (its own
+    bound and read deadline) and takes no thread. Stock grpcio would give it a pool
+    thread that blocks until the message comes, so a few callers that never send
+    one would hold every thread. This reads grpcio's private ``grpc._server``
+    (pinned; :func:`_stock_unary` checks the shape and otherwise leaves calls as
+    grpcio runs them).
+    """
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "rpc") -> None:
         super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
         self._count_lock = threading.Lock()
         self.in_flight = 0
+        self.pending: PendingCalls | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        if self.pending is not None and not kwargs and _stock_unary(args):
+            return self._defer(fn, args)
+        return self._submit(fn, *args, **kwargs)
+
+    def _defer(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> futures.Future[Any]:
+        """Ask for the call's message now; submit the call once it has arrived (grpc's serving thread)."""
+        from grpc import _server
+        from grpc._cython import cygrpc
+
+        assert self.pending is not None
+        in_pool, rpc_event, state, behavior, _thunk, deserializer, serializer = args
+        call = rpc_event.call
+        done: futures.Future[Any] = futures.Future()
+        done.set_running_or_notify_cancel()
+        method = rpc_event.call_details.method
+        rpc = rpc_name(method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method))
+        peer = call.peer()
+        ticket = self.pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer), rpc,
+                                    lambda: call.cancel(grpc.StatusCode.CANCELLED.value[0],
+                                                        "request message not received in time"))
+        if ticket is None:
+            with state.condition:
+                _server._abort(state, call, cygrpc.StatusCode.resource_exhausted,
+                               b"server busy: too many calls waiting for their request message on this connection")
+            done.set_result(None)
+            return done
+        receive = _server._receive_message(state, call, deserializer)
+        pending = self.pending
+
+        def take() -> Any:
+            with state.condition:
+                request, state.request = state.request, None
+                return request
+
+        def arrived(event: Any) -> Any:
+            still_pending = pending.arrived(ticket)
+            result = receive(event)  # grpc's own: keeps the request, or notes the caller went away
+            with state.condition:
+                has_request = state.request is not None and still_pending
+                if not has_request and state.client is _server._CLOSED and not state.statused:
+                    _server._abort(state, call, cygrpc.StatusCode.unimplemented,
+                                   b"a unary call requires exactly one request message")
+            if not has_request:
+                done.set_result(None)
+                return result
+            try:
+                work = self._submit(fn, in_pool, rpc_event, state, behavior, take, deserializer, serializer)
+            except RuntimeError:  # the pool is shut down
+                done.set_result(None)
+                return result
+            work.add_done_callback(lambda _f: done.set_result(None))
+            return result
+
+        with state.condition:
+            call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), arrived)
+            state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+        return done
+
+    def _submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         with self._count_lock:
             self.in_flight += 1
         try:
@@ -199,6 +269,17 @@ class CountingExecutor(futures.ThreadPoolExecutor):
     def _done(self, _future: futures.Future[Any] | None) -> None:
         with self._count_lock:
             self.in_flight -= 1
+
+
+def _stock_unary(args: tuple[Any, ...]) -> bool:
+    """Whether ``args`` are what grpcio's stock server submits for a unary-request, unary-response call."""
+    if len(args) != 7:
+        return False
+    try:
+        from grpc import _server
+    except ImportError:  # pragma: no cover
+        return False
+    return args[0] is getattr(_server, "_unary_response_in_pool", None) and hasattr(_server, "_receive_message")
 
 
 class ConcurrencyLimit(Guard):
@@ -296,3 +377,111 @@ class RateLimit(Guard):
             self.refuse(rpc, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"rate limit: at most {self.rate:g} calls/s per caller", context)
 
+
+
+class PendingCalls:
+    """Calls whose request message has not arrived yet, kept apart from the concurrency bound.
+
+    A call counts here from its headers until its message arrives (:meth:`arrived`);
+    only then does it take a slot of :class:`ConcurrencyLimit`. So a caller that sends
+    headers and never the message holds no slot a legitimate call needs:
+
+    * at most ``per_connection`` such calls per TCP connection: one more is refused
+      (``RESOURCE_EXHAUSTED``, counted ``too_many_pending``); grpc names every
+      Unix-socket peer alike, so there only the total applies;
+    * at most ``total`` in all: one more pushes the oldest out (cancelled, counted
+      ``too_many_pending``); a legitimate call's message follows its headers at once,
+      so the oldest is the stalled one;
+    * each is cancelled ``read_timeout`` seconds after it came (counted ``request_timeout``).
+
+    ``cancel`` callbacks run on this object's reaper thread or on the caller's, never
+    under its lock.
+    """
+
+    def __init__(self, total: int, per_connection: int, read_timeout: float, observer: Observer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = max(1, total)
+        self.per_connection = max(1, per_connection)
+        self.read_timeout = read_timeout
+        self.observer = observer
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = 0
+        #: ticket -> (deadline, connection, rpc, cancel), oldest first.
+        self._calls: dict[int, tuple[float, str, str, Callable[[], None]]] = {}
+        self._per_connection: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._reap, name="pending-reaper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def admit(self, connection: str, rpc: str, cancel: Callable[[], None]) -> int | None:
+        """A ticket for a new call, or ``None`` (refused, counted: the caller ends the call)."""
+        evicted: tuple[float, str, str, Callable[[], None]] | None = None
+        with self._lock:
+            if not connection.startswith(("ipv4:", "ipv6:")):  # Unix-socket peers all look alike
+                connection = f"#{self._next}"
+            if self._per_connection.get(connection, 0) >= self.per_connection:
+                ticket = None
+            else:
+                if len(self._calls) >= self.total:
+                    oldest = next(iter(self._calls))
+                    evicted = self._forget(oldest)
+                ticket = self._next
+                self._next += 1
+                self._calls[ticket] = (self.clock() + self.read_timeout, connection, rpc, cancel)
+                self._per_connection[connection] = self._per_connection.get(connection, 0) + 1
+        if ticket is None:
+            self.observer.rejected(rpc, "too_many_pending")
+        if evicted is not None:
+            self.observer.rejected(evicted[2], "too_many_pending")
+            evicted[3]()
+        return ticket
+
+    def arrived(self, ticket: int) -> bool:
+        """The call's message arrived (or the call ended): it no longer counts. Whether it still did."""
+        with self._lock:
+            return self._forget(ticket) is not None
+
+    def _forget(self, ticket: int) -> tuple[float, str, str, Callable[[], None]] | None:
+        entry = self._calls.pop(ticket, None)
+        if entry is not None:
+            left = self._per_connection[entry[1]] - 1
+            if left:
+                self._per_connection[entry[1]] = left
+            else:
+                del self._per_connection[entry[1]]
+        return entry
+
+    def expire(self) -> int:
+        """Cancel every call past its read deadline; how many."""
+        now = self.clock()
+        expired = []
+        with self._lock:
+            for ticket, entry in self._calls.items():
+                if entry[0] > now:
+                    break
+                expired.append(ticket)
+            entries = [self._forget(t) for t in expired]
+        for gone in entries:
+            if gone is not None:
+                self.observer.rejected(gone[2], "request_timeout")
+                gone[3]()
+        return len(entries)
+
+    def _reap(self) -> None:
+        tick = min(0.25, max(0.01, self.read_timeout / 4))
+        while not self._stop.wait(tick):
+            try:
+                self.expire()
+            except Exception:
+                logging.getLogger("sidecar.admission").exception("pending calls: cancel failed")

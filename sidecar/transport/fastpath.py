@@ -9,7 +9,9 @@ Here the ``IdentityService`` methods are *registered methods* of the same grpc
 core server, requested on a completion queue of their own. A few threads poll
 it and run each call from start to end in two steps:
 
-1. a new call arrives: ask for its request message;
+1. a new call arrives: ask for its request message (the call now counts in
+   :class:`~sidecar.transport.admission.PendingCalls`, with its own bound and
+   read deadline, not in the concurrency bound);
 2. the message arrives: run the guards (allow-list, concurrency bound, rate
    limit, deadline) and the servicer, then send initial metadata, the response
    and the status in one batch.
@@ -39,7 +41,7 @@ from google.protobuf import message
 from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics
-from sidecar.transport.admission import ConcurrencyLimit, Guard
+from sidecar.transport.admission import ConcurrencyLimit, Guard, PendingCalls
 from sidecar.transport.interceptors import MetricsInterceptor
 from sidecar.v1 import identity_pb2 as pb
 
@@ -142,12 +144,13 @@ class Method:
 class _Received:
     """Tag of the receive-message batch of one call."""
 
-    __slots__ = ("event", "method", "started")
+    __slots__ = ("event", "method", "started", "ticket")
 
     def __init__(self, method: Method, event: Any, started: float) -> None:
         self.method = method
         self.event = event  # the request event: the call, its deadline and metadata
         self.started = started
+        self.ticket: int | None = None  # in PendingCalls until the message arrives
 
 
 class _Finished:
@@ -157,6 +160,21 @@ class _Finished:
 
 
 _FINISHED = _Finished()
+
+
+class _Uncounted:
+    """Tag of the final batch of a call that never counted as in flight (refused or gone before its message)."""
+
+    __slots__ = ()
+
+
+_UNCOUNTED = _Uncounted()
+
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _canceller(call: Any) -> Callable[[], None]:
+    return lambda: call.cancel(_CANCELLED, "request message not received in time")
 
 
 class _NoCounter:
@@ -213,6 +231,8 @@ class _Loop:
             try:
                 if tag is _FINISHED:
                     self.in_flight -= 1
+                elif tag is _UNCOUNTED:
+                    pass
                 elif type(tag) is _Received:
                     self.respond(tag, event)
                 elif type(tag) is Method:
@@ -227,40 +247,60 @@ class _Loop:
             return
         started = time.perf_counter()
         method.series.started.inc()
-        self.in_flight += 1
         tag = _Received(method, event, started)
-        if event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
-            self.in_flight -= 1
+        call = event.call
+        pending = self.fast.pending
+        if pending is not None:
+            peer = call.peer()
+            tag.ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer),
+                                       method.name, _canceller(call))
+            if tag.ticket is None:
+                self.finish(tag, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            "server busy: too many calls waiting for their request message on this connection",
+                            _UNCOUNTED)
+                return
+        if call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0:
+            if pending is not None and tag.ticket is not None:
+                pending.arrived(tag.ticket)
             method.series.done("CANCELLED", started)
 
     def respond(self, tag: _Received, event: Any) -> None:
         method = tag.method
         code, details, body = grpc.StatusCode.OK, "", None
         data = event.batch_operations[0].message() if event.success else None
+        pending = self.fast.pending
+        if pending is not None and tag.ticket is not None and not pending.arrived(tag.ticket):
+            data = None  # cancelled meanwhile (read deadline, or pushed out by newer calls)
         if data is None:  # the caller went away (or grpc refused the message, e.g. too large)
-            code, details = grpc.StatusCode.CANCELLED, "no request message"
-        else:
+            self.finish(tag, None, grpc.StatusCode.CANCELLED, "no request message", _UNCOUNTED)
+            return
+        self.in_flight += 1
+        try:
+            context = Context(tag.event)
+            for guard in self.fast.guards:
+                guard(method.name, context)
             try:
-                context = Context(tag.event)
-                for guard in self.fast.guards:
-                    guard(method.name, context)
-                try:
-                    request = method.parse(data)
-                except message.DecodeError:
-                    raise Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
-                body = method.behavior(request, context).SerializeToString()
-            except Abort as exc:
-                code, details = exc.code, exc.details
-            except Exception:  # the servicer maps domain errors; this is a bug
-                log.exception("fast path: unexpected error in %s", method.name)
-                code, details = grpc.StatusCode.INTERNAL, "internal error"
+                request = method.parse(data)
+            except message.DecodeError:
+                raise Abort(grpc.StatusCode.INTERNAL, "Exception deserializing request!") from None
+            body = method.behavior(request, context).SerializeToString()
+        except Abort as exc:
+            code, details = exc.code, exc.details
+        except Exception:  # the servicer maps domain errors; this is a bug
+            log.exception("fast path: unexpected error in %s", method.name)
+            code, details = grpc.StatusCode.INTERNAL, "internal error"
+        self.finish(tag, body, code, details, _FINISHED)
+
+    def finish(self, tag: _Received, body: bytes | None, code: grpc.StatusCode, details: str,
+               final: _Finished | _Uncounted) -> None:
+        """Send initial metadata, the response (if any) and the status in one batch tagged ``final``."""
         ops = [cygrpc.SendInitialMetadataOperation(None, _NO_FLAGS)]
         if body is not None:
             ops.append(cygrpc.SendMessageOperation(body, _NO_FLAGS))
         ops += (cygrpc.SendStatusFromServerOperation(None, code.value[0], details.encode(), _NO_FLAGS),
                 cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
-        method.series.done(code.name, tag.started)  # before the caller can see the answer, as the stock path does
-        if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
+        tag.method.series.done(code.name, tag.started)  # before the caller can see the answer, as the stock path does
+        if tag.event.call.start_server_batch(ops, final) != 0 and final is _FINISHED:
             self.in_flight -= 1
 
 
@@ -272,8 +312,9 @@ class FastPath:
     """
 
     def __init__(self, server: grpc.Server, servicer: Any, interceptors: Sequence[grpc.ServerInterceptor],
-                 threads: int = 1) -> None:
-        """``interceptors``: the stock server's; each must be one this path can apply itself."""
+                 threads: int = 1, pending: PendingCalls | None = None) -> None:
+        """``interceptors``: the stock server's; each must be one this path can apply itself.
+        ``pending``: the bound and read deadline of calls still waiting for their message."""
         reason = unavailable(server)
         if reason:
             raise RuntimeError(f"fast call path unavailable: {reason}")
@@ -303,6 +344,7 @@ class FastPath:
         self.queue = cygrpc.CompletionQueue()
         self.core_server.register_completion_queue(self.queue)
         self.stopping = False
+        self.pending = pending
         self._loops = [_Loop(self, i) for i in range(max(1, threads))]
 
     @property

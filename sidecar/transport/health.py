@@ -12,7 +12,7 @@ Here:
   a name outside it is answered ``NOT_FOUND`` (``Check``) or ``SERVICE_UNKNOWN``
   (``Watch``) and never stored;
 * at most ``max_watchers`` ``Watch`` streams at once; one more is refused with
-  ``RESOURCE_EXHAUSTED`` (counted as ``rejected("Watch", "watchers")``);
+  ``RESOURCE_EXHAUSTED`` (counted as ``rejected("Watch", "health_watchers")``);
 * no lock is held while a response is sent: a stream reads the status under the
   lock, lets go, then yields;
 * ``Check`` and ``Watch`` run on thread pools of their own (grpc's
@@ -96,6 +96,9 @@ class Health:
             self._version += 1
             self._cond.notify_all()
 
+    #: grpcio-health-checking's name for :meth:`shutdown`.
+    enter_graceful_shutdown = shutdown
+
     def close(self) -> None:
         """After the servers have stopped: end the pools' threads (not waiting for them)."""
         self.check_pool.shutdown(wait=False, cancel_futures=True)
@@ -118,7 +121,7 @@ class Health:
                 self._watchers += 1
         if full:
             if self.observer is not None:
-                self.observer.rejected("Watch", "watchers")
+                self.observer.rejected("Watch", "health_watchers")
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"health: more than {self.max_watchers} Watch streams at once")
         try:

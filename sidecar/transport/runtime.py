@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from sidecar.domain import errors
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath
+from sidecar.transport.admission import PendingCalls
 from sidecar.transport.health import DEFAULT_MAX_WATCHERS, NOT_SERVING, SERVING, Health
 from sidecar.transport.servicer import SERVICE_NAME, IdentityServicer
 from sidecar.v1 import identity_pb2 as pb
@@ -63,6 +64,9 @@ class ServerOptions:
     fast_path_threads: int = 0
     #: ``Watch`` streams of the health service open at once (both health servers together).
     health_max_watchers: int = DEFAULT_MAX_WATCHERS
+    #: Calls waiting for their request message: their own bound and read deadline
+    #: (:class:`~sidecar.transport.admission.PendingCalls`; ``None``: grpc's defaults, unbounded).
+    pending: PendingCalls | None = None
     #: Seconds past the grace period after which a drain that has not finished ends the process.
     hard_stop: float = 3.0
 
@@ -96,7 +100,7 @@ class Runtime:
         if self.opts.fast_path_threads:
             try:
                 self.fast = fastpath.FastPath(self.server, servicer, self.opts.interceptors,
-                                              self.opts.fast_path_threads)
+                                              self.opts.fast_path_threads, self.opts.pending)
             except RuntimeError as exc:
                 log.warning("%s; IdentityService is served by the stock grpc server", exc)
         if self.fast is None:
@@ -145,6 +149,8 @@ class Runtime:
         return _add_port(self.server, addr, credentials, "SIDECAR_LISTEN")
 
     def start(self) -> None:
+        if self.opts.pending is not None:
+            self.opts.pending.start()
         self.server.start()
         if self.fast is not None:
             self.fast.start()
@@ -170,6 +176,8 @@ class Runtime:
         if self.health_server is not None:  # answered NOT_SERVING all through the drain
             self.health_server.stop(0).wait(self.opts.hard_stop)
         self.health.close()
+        if self.opts.pending is not None:
+            self.opts.pending.stop()
         for path in self._sockets:
             path.unlink(missing_ok=True)
         self._stopped.set()
