@@ -204,3 +204,116 @@ def test_reopened_stalled_calls_starve_no_one(start_server, call_path) -> None:
         attacker.join(timeout=5)
         for c in opened:
             c.close()
+
+
+# -- finding 4 and 7: a stalled or closed log reader ----------------------------------------------
+
+
+def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None):
+    """``sidecar serve`` (development mode) with ``stderr`` as its fd 2; (process, address, metrics address)."""
+    import os
+    import subprocess
+
+    from conftest import ROOT, free_port, sidecar_cmd, wait_serving
+
+    addr, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": metrics, "PYTHONPATH": str(ROOT)})
+    full_env.update(env or {})
+    proc = subprocess.Popen(sidecar_cmd("serve", *args), env=full_env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    wait_serving(addr, proc)
+    return proc, addr, metrics
+
+
+def _metric(metrics_addr: str, name: str, timeout: float = 2.0) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{metrics_addr}/metrics", timeout=timeout) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+def _stop(proc, grace: float) -> float:
+    """SIGTERM; seconds until the process ended (killed and failed past grace + 5 s)."""
+    import os
+    import signal
+    import subprocess
+
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace + 5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        return float("inf")
+    return time.monotonic() - sent
+
+
+def test_a_stalled_stderr_reader_blocks_no_call() -> None:
+    """stderr is a pipe nobody reads: once it and the audit queue are full, calls still answer
+    (records are dropped and counted), /metrics answers, and SIGTERM ends the process in time."""
+    import os
+
+    read_end, write_end = os.pipe()
+    try:
+        proc, addr, metrics = _serve_with_stderr(write_end, "--grace", "2s")
+    finally:
+        os.close(write_end)
+    try:
+        stop = time.monotonic() + 30
+        with grpc.insecure_channel(addr) as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+
+            def issue(n: int) -> None:
+                for _ in range(n):
+                    if time.monotonic() > stop:
+                        return
+                    stub.ResolveIdentity(pb.ResolveIdentityRequest(email="same@b.example"), timeout=5)
+
+            # Pipe (64 KiB, ~250 records) and queue (4,096 records): ~4,400 tokens fill both.
+            threads = [threading.Thread(target=issue, args=(1_400,)) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=40)
+            assert _metric(metrics, 'sidecar_audit_dropped_total{reason="queue_full"}') > 0
+            assert legit_ok(addr, calls=20) == 20
+            assert check(addr) == "SERVING"
+        assert _stop(proc, 2.0) <= 2.0 + 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(read_end)
+
+
+def test_a_closed_stderr_is_survived() -> None:
+    """Started with fd 2 closed: fd 2 is reopened on /dev/null before anything else takes the number,
+    and the server serves."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, free_port, wait_serving
+
+    addr = f"127.0.0.1:{free_port()}"
+    code = "import os, sys; os.close(2); from sidecar.cli.main import main; sys.exit(main(['serve']))"
+    env = {"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": "", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_serving(addr, proc)
+        import os
+
+        # fd 2 is /dev/null, not a socket or file opened later that grpc core's log lines would land in
+        assert os.readlink(f"/proc/{proc.pid}/fd/2") == os.devnull
+        assert legit_ok(addr, calls=5) == 5
+        with grpc.insecure_channel(addr) as ch:
+            pb_grpc.IdentityServiceStub(ch).ResolveIdentity(pb.ResolveIdentityRequest(email="a@b.example"), timeout=5)
+        assert _stop(proc, 10.0) <= 15
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

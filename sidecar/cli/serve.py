@@ -8,6 +8,7 @@ process or pre-forked workers. Every other layer takes plain values.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,9 @@ def make_observer(cfg: Config, registry: CollectorRegistry | None = None) -> Obs
     from sidecar.telemetry import audit, metrics
 
     metrics_obs = metrics.Metrics(registry if registry is not None else CollectorRegistry())
-    return Observers(metrics_obs, audit.AuditLog(audit.configure(cfg.audit_level, cfg.audit_format)))
+    writer = audit.configure(cfg.audit_level, cfg.audit_format)
+    writer.on_drop = metrics_obs.audit_dropped  # dropped log and audit records, counted by reason
+    return Observers(metrics_obs, audit.AuditLog(writer))
 
 
 def key_rotator(cfg: Config, sidecar: Sidecar) -> KeyRotator | None:
@@ -185,8 +188,10 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
         metrics_http.close()
     from sidecar.telemetry import audit
 
-    audit.flush()  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
     log.info("worker %d drained", index)
+    if not audit.flush():  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
+        # stderr takes nothing (nobody reads the pipe): leave now rather than block at interpreter exit
+        os._exit(0)
     return 0
 
 
