@@ -123,6 +123,12 @@ class Config:
         "SIDECAR_TOKEN_CACHE_SIZE", "--token-cache-size",
         integer(0, 10_000_000, syntax="must be a whole number (0 turns the cache off)"),
         "tokens kept for reuse, across all workers; `0` turns the cache off", TOKENS))
+    token_cache_bytes: int = field(default=32 * 1024 * 1024, metadata=setting(
+        "SIDECAR_TOKEN_CACHE_BYTES", "--token-cache-bytes", integer(1024, 1 << 40),
+        "bytes of tokens kept for reuse, across all workers, as counted per entry (email, uuid and JWT "
+        "strings plus 200 bytes; a 34-character email costs ~950, RSS grows ~1.4x less than counted: "
+        "see [Performance](performance.md)); whichever of this and `SIDECAR_TOKEN_CACHE_SIZE` binds first",
+        TOKENS, default_doc="`33554432` (32 MiB)"))
     token_cache_min_remaining: float = field(default=0.5, metadata=setting(
         "SIDECAR_TOKEN_CACHE_MIN_REMAINING", "--token-cache-min-remaining", number(0, 1, lo_open=True),
         "share of the asked lifetime a reused token must still have", TOKENS))

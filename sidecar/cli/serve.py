@@ -55,7 +55,8 @@ def make_cache(cfg: Config) -> TokenCache | None:
     """
     if cfg.token_cache_size == 0:
         return None
-    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining)
+    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining,
+                      max_bytes=max(1024, cfg.token_cache_bytes // cfg.workers))
 
 
 def load_events(cfg: Config) -> event_policy.EventSettings:
