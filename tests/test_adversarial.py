@@ -317,3 +317,34 @@ def test_a_closed_stderr_is_survived() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- liveness: a wedged call path is not reported SERVING -----------------------------------------
+
+
+@pytest.mark.parametrize("call_path", ["fast", "stock"])
+def test_health_turns_bad_when_the_service_cannot_answer_itself(start_server, call_path) -> None:
+    """Every call thread stuck (here: a guard that blocks): health Check, still answered on its
+    own threads, says NOT_SERVING within a few self-checks, and SERVING again once calls flow."""
+    from sidecar.transport.admission import Guard
+
+    release = threading.Event()
+
+    class Stuck(Guard):
+        def check(self, rpc, context) -> None:
+            release.wait(30)
+
+    s = start_server(opts=ServerOptions(interceptors=[Stuck(None)], self_check_timeout=0.3))  # type: ignore[arg-type]
+    assert check(s.unix) == "SERVING"
+    try:
+        deadline = time.monotonic() + 15
+        while check(s.unix) == "SERVING" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert check(s.unix) == "NOT_SERVING"
+        assert s.runtime.wedged
+    finally:
+        release.set()
+    deadline = time.monotonic() + 15
+    while check(s.unix) != "SERVING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert check(s.unix) == "SERVING"

@@ -197,6 +197,12 @@ class Config:
         "SIDECAR_CONNECTION_IDLE_TIMEOUT", "--connection-idle-timeout", duration(timedelta(0), timedelta(days=1)),
         "a connection with no call for this long is closed (GOAWAY; clients reconnect); `0` keeps idle "
         "connections open", LIMITS))
+    self_check_timeout: timedelta = field(default=timedelta(seconds=2), metadata=setting(
+        "SIDECAR_SELF_CHECK_TIMEOUT", "--self-check-timeout", duration(timedelta(0), timedelta(seconds=60)),
+        "liveness: every second the sidecar calls its own `GetPublicKey` (first Unix socket, else first "
+        "plaintext TCP listener) with this deadline; 3 misses in a row turn health `NOT_SERVING` until it "
+        "answers again, so a wedged pod fails its probe. `0` turns it off; with only TLS listeners it is off",
+        LIMITS))
     health_max_watchers: int = field(default=16, metadata=setting(
         "SIDECAR_HEALTH_MAX_WATCHERS", "--health-max-watchers", integer(1, 1024),
         "health `Watch` streams open at once (per process, both health listeners); more get "

@@ -127,7 +127,7 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
         credentials=admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca),
         socket_mode=cfg.socket_mode, reuse_port=reuse_port, unix=unix,
         health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg),
-        health_max_watchers=cfg.health_max_watchers)
+        health_max_watchers=cfg.health_max_watchers, self_check_timeout=cfg.self_check_timeout.total_seconds())
 
 
 #: File descriptors kept free of client connections: key files, ``/metrics``, logs, the health server.

@@ -67,8 +67,18 @@ class ServerOptions:
     #: Calls waiting for their request message: their own bound and read deadline
     #: (:class:`~sidecar.transport.admission.PendingCalls`; ``None``: grpc's defaults, unbounded).
     pending: PendingCalls | None = None
+    #: Liveness: every second the server calls its own ``GetPublicKey`` over its first Unix socket
+    #: (else its first plaintext TCP listener) with this deadline; after :data:`SELF_CHECK_FAILURES`
+    #: misses in a row health says ``NOT_SERVING`` until one is answered again. 0: off.
+    self_check_timeout: float = 0.0
     #: Seconds past the grace period after which a drain that has not finished ends the process.
     hard_stop: float = 3.0
+
+
+#: Self-checks missed in a row that turn health ``NOT_SERVING``.
+SELF_CHECK_FAILURES = 3
+#: Seconds between two self-checks.
+SELF_CHECK_INTERVAL = 1.0
 
 
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
@@ -128,6 +138,45 @@ class Runtime:
                 port = _add_port(self.health_server, addr, None, "SIDECAR_HEALTH_LISTEN")
                 self.health_addresses.append(f"{addr.rpartition(':')[0]}:{port}")
         self._stopped = threading.Event()
+        self._draining = False
+        #: Whether the last :data:`SELF_CHECK_FAILURES` self-checks all missed.
+        self.wedged = False
+
+    def _self_check_target(self) -> str | None:
+        unix = [a for a in self.addresses if a.startswith("unix://")]
+        if unix:
+            return unix[0]
+        if self.opts.credentials is None and self.addresses:
+            return self.addresses[0]
+        return None
+
+    def _self_check(self, target: str, timeout: float) -> None:
+        """The liveness loop: a wedged call path (every thread stuck) turns health ``NOT_SERVING``,
+        so the kubelet's probe fails and the pod is restarted."""
+        channel = grpc.insecure_channel(target)
+        call = channel.unary_unary(f"/{SERVICE_NAME}/GetPublicKey",
+                                   request_serializer=pb.GetPublicKeyRequest.SerializeToString,
+                                   response_deserializer=pb.GetPublicKeyResponse.FromString)
+        missed = 0
+        try:
+            while not self._stopped.wait(SELF_CHECK_INTERVAL):
+                try:
+                    call(pb.GetPublicKeyRequest(), timeout=timeout)
+                    answered = True
+                except grpc.RpcError as exc:  # any answer (even a refusal) shows the path is alive
+                    answered = exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+                missed = 0 if answered else missed + 1
+                wedged = missed >= SELF_CHECK_FAILURES
+                if wedged != self.wedged and not self._draining:
+                    self.wedged = wedged
+                    if wedged:
+                        log.error("self-check: GetPublicKey unanswered within %.1fs %d times in a row: "
+                                  "health NOT_SERVING", timeout, missed)
+                    else:
+                        log.warning("self-check: answered again: health SERVING")
+                    self.set_serving(not wedged)
+        finally:
+            channel.close()
 
     def _bind(self, addr: str) -> str:
         if addr.startswith("unix://"):
@@ -157,6 +206,10 @@ class Runtime:
         if self.health_server is not None:
             self.health_server.start()
         self.set_serving(True)
+        target = self._self_check_target()
+        if self.opts.self_check_timeout > 0 and target is not None:
+            threading.Thread(target=self._self_check, args=(target, self.opts.self_check_timeout),
+                             name="self-check", daemon=True).start()
 
     def set_serving(self, serving: bool) -> None:
         self.health.set_all(SERVING if serving else NOT_SERVING)
@@ -168,6 +221,7 @@ class Runtime:
         the server within :attr:`ServerOptions.hard_stop` more seconds, the drain
         goes on without it (:meth:`handle_signals` then ends the process).
         """
+        self._draining = True
         self.health.shutdown()
         if not self.server.stop(grace).wait(grace + self.opts.hard_stop):
             log.error("the server did not stop within %.1fs of the grace period", self.opts.hard_stop)
