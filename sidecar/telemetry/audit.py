@@ -113,6 +113,13 @@ class QueuedHandler(logging.Handler):
             return
         writer().put(line)
 
+    def flush(self) -> None:
+        """Write out what is queued (``logging.shutdown``, or before ``os._exit``); at most
+        :data:`FLUSH_TIMEOUT` on a stalled sink."""
+        current = _current
+        if current is not None:
+            current.flush()
+
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Every log record of the process (the sidecar's and its libraries', grpc's included) to stderr,

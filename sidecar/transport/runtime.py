@@ -81,6 +81,15 @@ SELF_CHECK_FAILURES = 3
 SELF_CHECK_INTERVAL = 1.0
 
 
+
+def flush_logs() -> None:
+    """Write out queued log lines before ``os._exit`` (the handlers bound how long a stalled stderr holds it)."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - leaving anyway
+            pass
+
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
     """Listen on ``addr`` (TLS when ``credentials``); one ``ConfigError`` line naming ``setting`` if it can't."""
     try:
@@ -244,6 +253,7 @@ class Runtime:
         if self._stopped.is_set():
             return
         log.error("drain not finished %.1fs after the %.1fs grace period: exiting now", self.opts.hard_stop, grace)
+        flush_logs()
         os._exit(1)
 
     def handle_signals(self, grace: float, on_reload: Callable[[], None] | None = None) -> None:
@@ -253,6 +263,7 @@ class Runtime:
         def on_term(signum: int, _frame: object) -> None:
             if draining.is_set():
                 log.warning("second %s: exiting now", signal.Signals(signum).name)
+                flush_logs()
                 os._exit(1)
             draining.set()
             log.info("%s: draining (grace %.1fs)", signal.Signals(signum).name, grace)
