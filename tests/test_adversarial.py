@@ -209,10 +209,16 @@ def test_reopened_stalled_calls_starve_no_one(start_server, call_path) -> None:
 # -- finding 4 and 7: a stalled or closed log reader ----------------------------------------------
 
 
-def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None):
-    """``sidecar serve`` (development mode) with ``stderr`` as its fd 2; (process, address, metrics address)."""
+def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None, nofile: int | None = None):
+    """``sidecar serve`` (development mode) with ``stderr`` as its fd 2 and at most ``nofile`` open
+    files; (process, address, metrics address)."""
     import os
+    import resource
     import subprocess
+
+    def limit() -> None:
+        if nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     from conftest import ROOT, free_port, sidecar_cmd, wait_serving
 
@@ -221,7 +227,7 @@ def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None):
     full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": metrics, "PYTHONPATH": str(ROOT)})
     full_env.update(env or {})
     proc = subprocess.Popen(sidecar_cmd("serve", *args), env=full_env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, preexec_fn=limit)
     wait_serving(addr, proc)
     return proc, addr, metrics
 
@@ -348,3 +354,52 @@ def test_health_turns_bad_when_the_service_cannot_answer_itself(start_server, ca
     while check(s.unix) != "SERVING" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert check(s.unix) == "SERVING"
+
+
+# -- finding 5: a connection flood -----------------------------------------------------------------
+
+
+def test_a_connection_flood_leaves_room_for_metrics_health_and_open_channels(tmp_path) -> None:
+    """Under ``ulimit -n 256``, 300 idle connections: the connection cap (the limit less the
+    descriptors kept) holds, so /metrics, the health listener and an open channel still answer."""
+    import os
+    import socket
+
+    from conftest import free_port
+    from stall_client import PREFACE, SETTINGS, frame
+
+    health = f"127.0.0.1:{free_port()}"
+    with open(tmp_path / "stderr", "wb") as err:
+        proc, addr, metrics = _serve_with_stderr(err, "--health-listen", health, nofile=256)
+    socks: list[socket.socket] = []
+    try:
+        with grpc.insecure_channel(addr) as ch:
+            stub = pb_grpc.IdentityServiceStub(ch)
+            stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=5)  # the app's channel, open before
+            host, _, port = addr.rpartition(":")
+            for _ in range(300):
+                try:
+                    s = socket.create_connection((host, int(port)), timeout=2)
+                    s.sendall(PREFACE + frame(SETTINGS, 0, 0))
+                    socks.append(s)
+                except OSError:
+                    pass
+            time.sleep(1.0)
+            assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 256 - 64  # room kept for files, metrics, logs
+            ok = 0
+            for _ in range(20):
+                try:
+                    stub.GetPublicKey(pb.GetPublicKeyRequest(), timeout=1)
+                    ok += 1
+                except grpc.RpcError:
+                    pass
+            assert ok == 20
+            assert check(health) == "SERVING"
+            assert _metric(metrics, "sidecar_tokens_issued_total") >= 0
+        assert _stop(proc, 10.0) <= 15
+    finally:
+        for s in socks:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

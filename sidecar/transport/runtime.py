@@ -168,12 +168,14 @@ class Runtime:
                                    response_deserializer=pb.GetPublicKeyResponse.FromString)
         missed = 0
         try:
-            while not self._stopped.wait(SELF_CHECK_INTERVAL):
+            while True:  # the first call at once: the channel connects before any flood of connections
                 try:
                     call(pb.GetPublicKeyRequest(), timeout=timeout)
                     answered = True
-                except grpc.RpcError as exc:  # any answer (even a refusal) shows the path is alive
-                    answered = exc.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+                except grpc.RpcError as exc:
+                    # Any answer (even a refusal) shows the call path is alive; so does a connection
+                    # refused (UNAVAILABLE: the connection cap, say), which is no sign of a wedged server.
+                    answered = exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED
                 missed = 0 if answered else missed + 1
                 wedged = missed >= SELF_CHECK_FAILURES
                 if wedged != self.wedged and not self._draining:
@@ -184,6 +186,8 @@ class Runtime:
                     else:
                         log.warning("self-check: answered again: health SERVING")
                     self.set_serving(not wedged)
+                if self._stopped.wait(SELF_CHECK_INTERVAL):
+                    return
         finally:
             channel.close()
 
