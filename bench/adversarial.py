@@ -56,6 +56,8 @@ from sidecar.v1 import identity_pb2 as pb  # noqa: E402
 from sidecar.v1 import identity_pb2_grpc as pb_grpc  # noqa: E402
 
 GRACE = 10.0
+#: What the attacks did (calls made), reported with the figures.
+STATS: dict[str, int] = {}
 UUID = "345d4c8f-5aff-591d-a19c-1ca48923d9ee"
 
 
@@ -146,6 +148,16 @@ def check_seconds(addr: str, timeout: float = 1.0) -> tuple[str, float]:
         except grpc.RpcError as exc:
             name = exc.code().name
     return name, time.monotonic() - started
+
+
+def metric(addr: str, name: str, contains: str = "") -> float:
+    try:
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and contains in line)
 
 
 def metrics_ok(addr: str) -> bool:
@@ -240,6 +252,7 @@ def attack_watch(server: Server, stop: threading.Event, calls: int = 10_000, thr
                 if stop.is_set():
                     return
                 stream = stub.Watch(health_pb2.HealthCheckRequest(service=f"{i:08d}".ljust(900, "x")), timeout=2)
+                STATS["watch_calls"] = STATS.get("watch_calls", 0) + 1
                 try:
                     next(stream)
                 except (grpc.RpcError, StopIteration):
@@ -291,6 +304,9 @@ def run_attack(name: str, phase: float) -> dict[str, object]:
             metrics.append(metrics_ok(server.metrics))
             time.sleep(0.5)
         rotated = server.rotate()
+        dropped = metric(server.metrics, "sidecar_audit_dropped_total")
+        refused = (metric(server.metrics, "sidecar_token_rejections_total", 'reason="too_many_pending"')
+                   + metric(server.metrics, "sidecar_token_rejections_total", 'reason="request_timeout"'))
         legit.stop()
         rss = peak_rss_mib(server.proc.pid)
         took = server.stop()  # the attack still on
@@ -305,7 +321,8 @@ def run_attack(name: str, phase: float) -> dict[str, object]:
             "check_serving": sum(1 for st, _ in checks if st == "SERVING"), "checks": len(checks),
             "check_p50_ms": 1000 * statistics.median(latencies), "check_max_ms": 1000 * max(latencies),
             "metrics_ok": f"{sum(metrics)}/{len(metrics)}", "rotation": rotated,
-            "sigterm_s": took, "peak_rss_mib": rss,
+            "sigterm_s": took, "peak_rss_mib": rss, "audit_dropped": dropped, "stalled_ended": refused,
+            **STATS,
         }
 
 
