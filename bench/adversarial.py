@@ -281,6 +281,7 @@ ATTACKS: dict[str, Callable[[Server, threading.Event], None]] = {
 
 
 def run_attack(name: str, phase: float) -> dict[str, object]:
+    STATS.clear()
     with tempfile.TemporaryDirectory(prefix="sc15-bench-") as d:
         work = Path(d)
         read_end = write_end = None
