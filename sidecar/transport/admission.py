@@ -187,7 +187,7 @@ class CountingExecutor(futures.ThreadPoolExecutor):
     thread that blocks until the message comes, so a few callers that never send
     one would hold every thread. This reads grpcio's private ``grpc._server``
     (pinned; :func:`_stock_unary` checks the shape and otherwise leaves calls as
-    grpcio runs them).
+    grpcio runs them); the code is :func:`sidecar.transport.fastpath.defer_until_message`.
     """
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "rpc") -> None:
@@ -202,58 +202,12 @@ class CountingExecutor(futures.ThreadPoolExecutor):
         return self._submit(fn, *args, **kwargs)
 
     def _defer(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> futures.Future[Any]:
-        """Ask for the call's message now; submit the call once it has arrived (grpc's serving thread)."""
-        from grpc import _server
-        from grpc._cython import cygrpc
+        """Ask for the call's message now; submit the call once it has arrived (grpc's serving thread).
+        The code lives with the other use of grpc's private layer, :mod:`sidecar.transport.fastpath`."""
+        from sidecar.transport import fastpath
 
         assert self.pending is not None
-        in_pool, rpc_event, state, behavior, _thunk, deserializer, serializer = args
-        call = rpc_event.call
-        done: futures.Future[Any] = futures.Future()
-        done.set_running_or_notify_cancel()
-        method = rpc_event.call_details.method
-        rpc = rpc_name(method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method))
-        peer = call.peer()
-        ticket = self.pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer), rpc,
-                                    lambda: call.cancel(grpc.StatusCode.CANCELLED.value[0],
-                                                        "request message not received in time"))
-        if ticket is None:
-            with state.condition:
-                _server._abort(state, call, cygrpc.StatusCode.resource_exhausted,
-                               b"server busy: too many calls waiting for their request message on this connection")
-            done.set_result(None)
-            return done
-        receive = _server._receive_message(state, call, deserializer)
-        pending = self.pending
-
-        def take() -> Any:
-            with state.condition:
-                request, state.request = state.request, None
-                return request
-
-        def arrived(event: Any) -> Any:
-            still_pending = pending.arrived(ticket)
-            result = receive(event)  # grpc's own: keeps the request, or notes the caller went away
-            with state.condition:
-                has_request = state.request is not None and still_pending
-                if not has_request and state.client is _server._CLOSED and not state.statused:
-                    _server._abort(state, call, cygrpc.StatusCode.unimplemented,
-                                   b"a unary call requires exactly one request message")
-            if not has_request:
-                done.set_result(None)
-                return result
-            try:
-                work = self._submit(fn, in_pool, rpc_event, state, behavior, take, deserializer, serializer)
-            except RuntimeError:  # the pool is shut down
-                done.set_result(None)
-                return result
-            work.add_done_callback(lambda _f: done.set_result(None))
-            return result
-
-        with state.condition:
-            call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), arrived)
-            state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
-        return done
+        return fastpath.defer_until_message(self._submit, self.pending, fn, args)
 
     def _submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         with self._count_lock:

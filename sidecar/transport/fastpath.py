@@ -22,6 +22,9 @@ path uses, through :class:`Context`, which offers the part of
 unknown methods) stays on the stock server, which also owns the listeners,
 TLS and the drain: grpc core's shutdown waits for these calls too.
 
+:func:`defer_until_message` is the stock path's share of grpcio's private
+layer: it keeps a call that has not sent its request message off grpc's pool.
+
 This uses grpcio's Cython layer (``grpc._cython.cygrpc``), which is not a
 public API. grpcio is pinned; :func:`unavailable` names what is missing if a
 future grpcio changes it, and ``SIDECAR_CALL_PATH=stock`` serves everything
@@ -34,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -41,7 +45,7 @@ from google.protobuf import message
 from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics
-from sidecar.transport.admission import ConcurrencyLimit, Guard, PendingCalls
+from sidecar.transport.admission import ConcurrencyLimit, Guard, PendingCalls, rpc_name
 from sidecar.transport.interceptors import MetricsInterceptor
 from sidecar.v1 import identity_pb2 as pb
 
@@ -362,3 +366,59 @@ class FastPath:
         self.queue.shutdown()
         for loop in self._loops:
             loop.thread.join(timeout=10)
+
+
+def defer_until_message(submit: Callable[..., futures.Future[Any]], pending: PendingCalls,
+                        fn: Callable[..., Any], args: tuple[Any, ...]) -> futures.Future[Any]:
+    """For the stock path's pool (:class:`~sidecar.transport.admission.CountingExecutor`): a unary
+    call grpcio would submit at once (``fn(*args)``, its thread then blocking until the request
+    message comes) waits in ``pending`` instead, taking no thread; ``submit`` runs it once the
+    message has arrived. Runs on grpc's serving thread; reads grpcio's private ``grpc._server``.
+    The returned future ends when the call does (grpc counts the call active until then)."""
+    from grpc import _server
+
+    in_pool, rpc_event, state, behavior, _thunk, deserializer, serializer = args
+    call = rpc_event.call
+    done: futures.Future[Any] = futures.Future()
+    done.set_running_or_notify_cancel()
+    method = rpc_event.call_details.method
+    rpc = rpc_name(method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method))
+    peer = call.peer()
+    ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer), rpc,
+                           _canceller(call))
+    if ticket is None:
+        with state.condition:
+            _server._abort(state, call, cygrpc.StatusCode.resource_exhausted,
+                           b"server busy: too many calls waiting for their request message on this connection")
+        done.set_result(None)
+        return done
+    receive = _server._receive_message(state, call, deserializer)
+
+    def take() -> Any:
+        with state.condition:
+            request, state.request = state.request, None
+            return request
+
+    def arrived(event: Any) -> Any:
+        still_pending = pending.arrived(ticket)
+        result = receive(event)  # grpc's own: keeps the request, or notes the caller went away
+        with state.condition:
+            has_request = state.request is not None and still_pending
+            if not has_request and state.client is _server._CLOSED and not state.statused:
+                _server._abort(state, call, cygrpc.StatusCode.unimplemented,
+                               b"a unary call requires exactly one request message")
+        if not has_request:
+            done.set_result(None)
+            return result
+        try:
+            work = submit(fn, in_pool, rpc_event, state, behavior, take, deserializer, serializer)
+        except RuntimeError:  # the pool is shut down
+            done.set_result(None)
+            return result
+        work.add_done_callback(lambda _f: done.set_result(None))
+        return result
+
+    with state.condition:
+        call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), arrived)
+        state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+    return done
