@@ -177,17 +177,23 @@ class Config:
         "a call whose request message has not arrived this long after its headers is cancelled "
         "(counted `request_timeout`); until it arrives the call takes no slot of `SIDECAR_MAX_CONCURRENT_CALLS`",
         LIMITS))
-    max_pending_calls: int = field(default=128, metadata=setting(
+    max_pending_calls: int = field(default=1024, metadata=setting(
         "SIDECAR_MAX_PENDING_CALLS", "--max-pending-calls", integer(1, 100_000),
-        "calls waiting for their request message at once (per process); one more cancels the oldest "
-        "(counted `too_many_pending`)", LIMITS))
-    max_pending_per_connection: int = field(default=16, metadata=setting(
+        "calls waiting for their request message at once (per process); one more cancels the oldest if it "
+        "has waited 100 ms, else is refused (counted `too_many_pending`). A busy server's calls wait here "
+        "too until a thread takes their message, so keep it well above `SIDECAR_MAX_CONCURRENT_CALLS`",
+        LIMITS))
+    max_pending_per_connection: int = field(default=256, metadata=setting(
         "SIDECAR_MAX_PENDING_PER_CONNECTION", "--max-pending-per-connection", integer(1, 100_000),
-        "calls waiting for their request message on one connection; more get `RESOURCE_EXHAUSTED` "
-        "(counted `too_many_pending`)", LIMITS))
-    max_streams_per_connection: int = field(default=100, metadata=setting(
+        "calls waiting for their request message on one TCP connection; more get `RESOURCE_EXHAUSTED` "
+        "(counted `too_many_pending`). Below `SIDECAR_MAX_STREAMS_PER_CONNECTION` it can refuse a busy "
+        "client's burst", LIMITS))
+    max_streams_per_connection: int = field(default=1000, metadata=setting(
         "SIDECAR_MAX_STREAMS_PER_CONNECTION", "--max-streams-per-connection", integer(1, 100_000),
-        "concurrent calls (HTTP/2 streams) one connection may open (grpc `max_concurrent_streams`)", LIMITS))
+        "concurrent calls (HTTP/2 streams) one connection may open (grpc `max_concurrent_streams`); grpc "
+        "refuses streams past it (`UNAVAILABLE`, REFUSED_STREAM), and streams still closing count too, so "
+        "keep it well above the calls a client keeps in flight (at 100, a client with 64 in flight saw "
+        "refusals)", LIMITS))
     max_connections: int = field(default=0, metadata=setting(
         "SIDECAR_MAX_CONNECTIONS", "--max-connections", integer(0, 1_000_000),
         "client connections accepted at once (per process); more are closed by grpc as they come. `0`: the "

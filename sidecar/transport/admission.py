@@ -333,6 +333,10 @@ class RateLimit(Guard):
 
 
 
+#: Seconds a call must have waited for its message before a newer one may push it out.
+MIN_EVICT_AGE = 0.1
+
+
 class PendingCalls:
     """Calls whose request message has not arrived yet, kept apart from the concurrency bound.
 
@@ -344,8 +348,10 @@ class PendingCalls:
       (``RESOURCE_EXHAUSTED``, counted ``too_many_pending``); grpc names every
       Unix-socket peer alike, so there only the total applies;
     * at most ``total`` in all: one more pushes the oldest out (cancelled, counted
-      ``too_many_pending``); a legitimate call's message follows its headers at once,
-      so the oldest is the stalled one;
+      ``too_many_pending``) if that one has waited :data:`MIN_EVICT_AGE` already, and
+      is refused otherwise. A legitimate call's message follows its headers at once,
+      so the oldest is the stalled one; the age keeps calls whose message has come
+      but still waits in grpc's queue (a busy server) from being pushed out;
     * each is cancelled ``read_timeout`` seconds after it came (counted ``request_timeout``).
 
     ``cancel`` callbacks run on this object's reaper thread or on the caller's, never
@@ -381,18 +387,22 @@ class PendingCalls:
     def admit(self, connection: str, rpc: str, cancel: Callable[[], None]) -> int | None:
         """A ticket for a new call, or ``None`` (refused, counted: the caller ends the call)."""
         evicted: tuple[float, str, str, Callable[[], None]] | None = None
+        ticket: int | None = None
         with self._lock:
             if not connection.startswith(("ipv4:", "ipv6:")):  # Unix-socket peers all look alike
                 connection = f"#{self._next}"
-            if self._per_connection.get(connection, 0) >= self.per_connection:
-                ticket = None
-            else:
-                if len(self._calls) >= self.total:
-                    oldest = next(iter(self._calls))
+            now = self.clock()
+            admit = self._per_connection.get(connection, 0) < self.per_connection
+            if admit and len(self._calls) >= self.total:
+                oldest = next(iter(self._calls))
+                # Every waiting call young: a burst of a busy server, not a stall; refuse the new one.
+                admit = self._calls[oldest][0] - self.read_timeout + MIN_EVICT_AGE <= now
+                if admit:
                     evicted = self._forget(oldest)
+            if admit:
                 ticket = self._next
                 self._next += 1
-                self._calls[ticket] = (self.clock() + self.read_timeout, connection, rpc, cancel)
+                self._calls[ticket] = (now + self.read_timeout, connection, rpc, cancel)
                 self._per_connection[connection] = self._per_connection.get(connection, 0) + 1
         if ticket is None:
             self.observer.rejected(rpc, "too_many_pending")
