@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -53,7 +54,8 @@ class Signed(Recorder):
 
 def _server(start_server, cfg: Config, *, max_workers: int = 8, hold: Hold | None = None):
     rec = Signed()
-    opts = server_options(dataclasses.replace(cfg, threads=max_workers), rec)
+    # No self-check: its GetPublicKey calls would share the pool these tests count.
+    opts = server_options(dataclasses.replace(cfg, threads=max_workers, self_check_timeout=timedelta(0)), rec)
     if hold is not None:
         opts.interceptors.append(hold)
     s = start_server(observer=rec, opts=opts)

@@ -160,6 +160,25 @@ def test_i16_1_malformed_request_bytes_are_invalid_argument_not_internal(start_s
     assert s.stub().GetPublicKey(pb.GetPublicKeyRequest(), timeout=5).key_id == s.sidecar.keys.current.key_id
 
 
+def test_i16_1_malformed_bytes_to_health_are_invalid_argument_too(start_server, caplog) -> None:
+    """Finding 1, beside the five RPCs: health ``Check`` and ``Watch`` answered bytes that are no
+    ``HealthCheckRequest`` INTERNAL with a traceback. Now INVALID_ARGUMENT and counted, no log."""
+    rec = Recorder()
+    s = start_server(observer=rec)
+    channel = s.channel()
+    with caplog.at_level(logging.DEBUG):
+        for data in NOT_A_MESSAGE:
+            with pytest.raises(grpc.RpcError) as err:
+                channel.unary_unary("/grpc.health.v1.Health/Check")(data, timeout=10)
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, data
+            assert err.value.details() == "request: is not a valid grpc.health.v1.HealthCheckRequest message"
+            with pytest.raises(grpc.RpcError) as err:
+                next(iter(channel.unary_stream("/grpc.health.v1.Health/Watch")(data, timeout=10)))
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, data
+    assert rec.rejections == [(rpc, "malformed_request") for _ in NOT_A_MESSAGE for rpc in ("Check", "Watch")]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+
+
 def test_i16_1_malformed_request_has_a_fixed_metrics_series() -> None:
     """Finding 1: the rejection is a labelled series of its own (pre-created, so an alert can read 0)."""
     from prometheus_client import CollectorRegistry

@@ -202,16 +202,41 @@ def test_lines_are_written_in_batches_by_the_writer_thread_without_a_flush():
     assert stream.writes < 20  # batches, not a write per record
 
 
-def test_a_burst_past_the_queue_bound_is_written_by_the_caller_and_nothing_is_dropped():
+def test_a_burst_past_the_queue_bound_is_dropped_and_counted_never_written_by_the_caller():
     stream = CountingStream()
-    writer = audit.AuditWriter("INFO", "text", stream, interval=None)  # no writer thread: only the bound writes
+    writer = audit.AuditWriter("INFO", "text", stream, interval=None)  # no writer thread: only flush writes
+    counted: list[tuple[str, int]] = []
+    writer.on_drop = lambda reason, n: counted.append((reason, n))
     log = audit.AuditLog(writer)
     for _ in range(audit.MAX_PENDING + 10):
         log.rejected("IssueToken", "email_format")
-    assert stream.getvalue().count("\n") == audit.MAX_PENDING  # the caller wrote the full queue itself
-    assert stream.writes == 1
+    assert stream.writes == 0  # the caller never waits for the sink
+    assert writer.dropped["queue_full"] == 10
+    assert counted == [("queue_full", 1)] * 10
     writer.flush()
-    assert stream.getvalue().count("\n") == audit.MAX_PENDING + 10
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == audit.MAX_PENDING + 1  # and one warning that records were dropped
+    assert "records dropped" in lines[-1] and "WARNING" in lines[-1]
+
+
+def test_a_closed_or_failing_sink_is_survived_and_counted():
+    import io
+
+    closed = io.StringIO()
+    closed.close()
+    writer = audit.AuditWriter("INFO", "json", closed, interval=None)
+    audit.AuditLog(writer).rejected("IssueToken", "email_format")
+    assert writer.flush()
+    assert writer.dropped["closed"] == 1
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    writer = audit.AuditWriter("INFO", "json", Full(), interval=None)
+    audit.AuditLog(writer).rejected("IssueToken", "email_format")
+    assert writer.flush()
+    assert writer.dropped["write_failed"] >= 1
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -277,3 +278,42 @@ def test_serve_refuses_a_bad_cache_setting_with_one_line(spawn_sidecar: Callable
     code, err = proc.stop()  # type: ignore[attr-defined]
     assert code == 2
     assert "SIDECAR_TOKEN_CACHE_MIN_REMAINING: must be more than 0 and at most 1" in err
+
+
+def test_the_cache_is_bounded_in_bytes_as_entry_cost_counts_them():
+    from sidecar.service.cache import entry_cost
+
+    budget = 64 * 1024
+    c = TokenCache(max_entries=1_000_000, max_bytes=budget, clock=Clock())
+    email_pad = "x" * 200
+    for i in range(2_000):
+        c.put(f"{i}{email_pad}@b.example", f"uuid-{i}", Token("j" * 800, 2_000_000_000, "k1"))
+        assert c.bytes <= budget + 2_000
+    one = entry_cost(f"0{email_pad}@b.example", "uuid-0", Token("j" * 800, 2_000_000_000, "k1"))
+    assert budget // 2 // one <= len(c) <= budget // one  # well under the 2,000 stored
+    assert c.bytes == sum(entry_cost(e, u, t) for d in (c._young, c._old) for (e, u), t in d.items())
+
+
+def test_entry_cost_is_at_least_what_an_entry_allocates():
+    """The count never under-states what an entry really allocates (tracemalloc)."""
+    import gc
+    import tracemalloc
+
+    from sidecar.service.cache import entry_cost
+
+    c = TokenCache(max_entries=100_000, max_bytes=1 << 40, clock=Clock())
+    n = 5_000
+    items = [(f"user{i:06d}@example.com", f"{i:036d}", Token(f"{i:0800d}", 2_000_000_000, "k1")) for i in range(n)]
+    counted = sum(entry_cost(*item) for item in items)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for email, uuid, token in items:
+            c.put(email, uuid, token)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    strings = sum(sys.getsizeof(e) + sys.getsizeof(u) + sys.getsizeof(t.jwt) for e, u, t in items)
+    assert grown + strings <= counted  # allocations of the entries themselves plus their strings

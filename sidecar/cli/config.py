@@ -134,6 +134,12 @@ class Config:
         "SIDECAR_TOKEN_CACHE_SIZE", "--token-cache-size",
         integer(0, 10_000_000, syntax="must be a whole number (0 turns the cache off)"),
         "tokens kept for reuse, across all workers; `0` turns the cache off", TOKENS))
+    token_cache_bytes: int = field(default=32 * 1024 * 1024, metadata=setting(
+        "SIDECAR_TOKEN_CACHE_BYTES", "--token-cache-bytes", integer(1024, 1 << 40),
+        "bytes of tokens kept for reuse, across all workers, as counted per entry (email, uuid and JWT "
+        "strings plus 200 bytes; a 34-character email costs ~950, RSS grows ~1.4x less than counted: "
+        "see [Performance](performance.md)); whichever of this and `SIDECAR_TOKEN_CACHE_SIZE` binds first",
+        TOKENS, default_doc="`33554432` (32 MiB)"))
     token_cache_min_remaining: float = field(default=0.5, metadata=setting(
         "SIDECAR_TOKEN_CACHE_MIN_REMAINING", "--token-cache-min-remaining", number(0, 1, lo_open=True),
         "share of the asked lifetime a reused token must still have", TOKENS))
@@ -182,6 +188,48 @@ class Config:
     max_concurrent_calls: int = field(default=256, metadata=setting(
         "SIDECAR_MAX_CONCURRENT_CALLS", "--max-concurrent-calls", integer(1, 100_000),
         "calls accepted at once (per process); more get `RESOURCE_EXHAUSTED`", LIMITS))
+    request_read_timeout: timedelta = field(default=timedelta(seconds=2), metadata=setting(
+        "SIDECAR_REQUEST_READ_TIMEOUT", "--request-read-timeout",
+        duration(timedelta(0), timedelta(seconds=60), lo_open=True, rule="must be more than 0 and at most 60s"),
+        "a call whose request message has not arrived this long after its headers is cancelled "
+        "(counted `request_timeout`); until it arrives the call takes no slot of `SIDECAR_MAX_CONCURRENT_CALLS`",
+        LIMITS))
+    max_pending_calls: int = field(default=1024, metadata=setting(
+        "SIDECAR_MAX_PENDING_CALLS", "--max-pending-calls", integer(1, 100_000),
+        "calls waiting for their request message at once (per process); one more cancels the oldest if it "
+        "has waited 100 ms, else is refused (counted `too_many_pending`). A busy server's calls wait here "
+        "too until a thread takes their message, so keep it well above `SIDECAR_MAX_CONCURRENT_CALLS`",
+        LIMITS))
+    max_pending_per_connection: int = field(default=256, metadata=setting(
+        "SIDECAR_MAX_PENDING_PER_CONNECTION", "--max-pending-per-connection", integer(1, 100_000),
+        "calls waiting for their request message on one TCP connection; more get `RESOURCE_EXHAUSTED` "
+        "(counted `too_many_pending`). Below `SIDECAR_MAX_STREAMS_PER_CONNECTION` it can refuse a busy "
+        "client's burst", LIMITS))
+    max_streams_per_connection: int = field(default=1000, metadata=setting(
+        "SIDECAR_MAX_STREAMS_PER_CONNECTION", "--max-streams-per-connection", integer(1, 100_000),
+        "concurrent calls (HTTP/2 streams) one connection may open (grpc `max_concurrent_streams`); grpc "
+        "refuses streams past it (`UNAVAILABLE`, REFUSED_STREAM), and streams still closing count too, so "
+        "keep it well above the calls a client keeps in flight (at 100, a client with 64 in flight saw "
+        "refusals)", LIMITS))
+    max_connections: int = field(default=0, metadata=setting(
+        "SIDECAR_MAX_CONNECTIONS", "--max-connections", integer(0, 1_000_000),
+        "client connections accepted at once (per process); more are closed by grpc as they come. `0`: the "
+        "open-file limit (`RLIMIT_NOFILE`) less 128 descriptors kept for key files, `/metrics`, logs and "
+        "the health server", LIMITS, default_doc="`0` (from `RLIMIT_NOFILE`)"))
+    connection_idle_timeout: timedelta = field(default=timedelta(minutes=5), metadata=setting(
+        "SIDECAR_CONNECTION_IDLE_TIMEOUT", "--connection-idle-timeout", duration(timedelta(0), timedelta(days=1)),
+        "a connection with no call for this long is closed (GOAWAY; clients reconnect); `0` keeps idle "
+        "connections open", LIMITS))
+    self_check_timeout: timedelta = field(default=timedelta(seconds=2), metadata=setting(
+        "SIDECAR_SELF_CHECK_TIMEOUT", "--self-check-timeout", duration(timedelta(0), timedelta(seconds=60)),
+        "liveness: every second the sidecar calls its own `GetPublicKey` (first Unix socket, else first "
+        "plaintext TCP listener) with this deadline; 3 misses in a row turn health `NOT_SERVING` until it "
+        "answers again, so a wedged pod fails its probe. `0` turns it off; with only TLS listeners it is off",
+        LIMITS))
+    health_max_watchers: int = field(default=16, metadata=setting(
+        "SIDECAR_HEALTH_MAX_WATCHERS", "--health-max-watchers", integer(1, 1024),
+        "health `Watch` streams open at once (per process, both health listeners); more get "
+        "`RESOURCE_EXHAUSTED`. `Check` has threads of its own and is never refused", LIMITS))
     rate_limit: float = field(default=0.0, metadata=setting(
         "SIDECAR_RATE_LIMIT", "--rate-limit", number(0, 1_000_000),
         "per-caller token bucket: calls per second; `0` turns it off", LIMITS, default_doc="`0` (off)"))

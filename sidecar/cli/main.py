@@ -104,6 +104,7 @@ def _setup_logging(level: str, fmt: str) -> None:
     """The process's log lines in the audit log's format (``SIDECAR_AUDIT_FORMAT``): one parser for stderr."""
     from sidecar.telemetry import audit
 
+    audit.ensure_std_fds()  # before anything opens a file that could take a closed fd 2's number
     audit.configure_logging(level, fmt)
 
 

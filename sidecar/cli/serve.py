@@ -8,6 +8,7 @@ process or pre-forked workers. Every other layer takes plain values.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,8 @@ def make_cache(cfg: Config) -> TokenCache | None:
     """
     if cfg.token_cache_size == 0:
         return None
-    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining)
+    return TokenCache(max(1, cfg.token_cache_size // cfg.workers), cfg.token_cache_min_remaining,
+                      max_bytes=max(1024, cfg.token_cache_bytes // cfg.workers))
 
 
 def load_events(cfg: Config) -> event_policy.EventSettings:
@@ -76,7 +78,9 @@ def make_observer(cfg: Config, registry: CollectorRegistry | None = None) -> Obs
     from sidecar.telemetry import audit, metrics
 
     metrics_obs = metrics.Metrics(registry if registry is not None else CollectorRegistry())
-    return Observers(metrics_obs, audit.AuditLog(audit.configure(cfg.audit_level, cfg.audit_format)))
+    writer = audit.configure(cfg.audit_level, cfg.audit_format)
+    writer.on_drop = metrics_obs.audit_dropped  # dropped log and audit records, counted by reason
+    return Observers(metrics_obs, audit.AuditLog(writer))
 
 
 def key_rotator(cfg: Config, sidecar: Sidecar) -> KeyRotator | None:
@@ -117,12 +121,45 @@ def server_options(cfg: Config, observer: Observer, rpc_metrics: RpcMetrics | No
     if cfg.rate_limit > 0:
         guards.append(admission.RateLimit(cfg.rate_limit, cfg.rate_burst, observer))
     guards.append(admission.Deadline(observer))
+    pending = admission.PendingCalls(cfg.max_pending_calls, cfg.max_pending_per_connection,
+                                     cfg.request_read_timeout.total_seconds(), observer)
+    executor.pending = pending
     return ServerOptions(
-        max_workers=cfg.threads, executor=executor, interceptors=guards,
-        options=[("grpc.max_receive_message_length", cfg.max_message_bytes)],
+        max_workers=cfg.threads, executor=executor, interceptors=guards, pending=pending,
+        options=connection_options(cfg),
         credentials=admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca),
         socket_mode=cfg.socket_mode, reuse_port=reuse_port, unix=unix,
-        health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg))
+        health_listen=cfg.health_listen, fast_path_threads=fast_path_threads(cfg),
+        health_max_watchers=cfg.health_max_watchers, self_check_timeout=cfg.self_check_timeout.total_seconds())
+
+
+#: File descriptors kept free of client connections: key files, ``/metrics``, logs, the health server.
+RESERVED_FDS = 128
+
+
+def max_connections(cfg: Config) -> int:
+    """``SIDECAR_MAX_CONNECTIONS``, or (``0``) the open-file limit less :data:`RESERVED_FDS` (at least 16)."""
+    if cfg.max_connections:
+        return cfg.max_connections
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(16, int(soft) - RESERVED_FDS)
+
+
+def connection_options(cfg: Config) -> list[tuple[str, Any]]:
+    """grpc channel arguments of the main server: message size, streams and connections."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_concurrent_streams", cfg.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", max_connections(cfg)),
+    ]
+    idle_ms = int(cfg.connection_idle_timeout.total_seconds() * 1000)
+    if idle_ms:
+        options.append(("grpc.max_connection_idle_ms", idle_ms))
+    return options
 
 
 def http_listener(cfg: Config, runtime: Runtime, opts: ServerOptions, rpc_metrics: RpcMetrics | None, *,
@@ -175,8 +212,10 @@ def run_worker(cfg: Config, key: SigningKey, *, reuse_port: bool, unix: bool, in
         metrics_http.close()
     from sidecar.telemetry import audit
 
-    audit.flush()  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
     log.info("worker %d drained", index)
+    if not audit.flush():  # the audit writer thread's queue: a forked worker leaves by os._exit, past atexit
+        # stderr takes nothing (nobody reads the pipe): leave now rather than block at interpreter exit
+        os._exit(0)
     return 0
 
 

@@ -83,6 +83,15 @@ def _die_with_parent(master: int) -> None:
         os._exit(1)
 
 
+def flush_logs() -> None:
+    """Write out queued log lines before ``os._exit`` (the handlers bound how long a stalled stderr holds it)."""
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - leaving anyway
+            pass
+
+
 class Supervisor:
     """Fork ``workers`` processes, each running ``run_worker(index)``."""
 
@@ -133,6 +142,7 @@ class Supervisor:
             if self.draining:
                 log.warning("second %s: killing workers", signal.Signals(signum).name)
                 self._forward(signal.SIGKILL)
+                flush_logs()
                 os._exit(1)
             self.draining = True
             log.info("%s: draining %d workers", signal.Signals(signum).name, len(self.children))

@@ -44,8 +44,14 @@ FORMATS = ("json", "text")
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "OFF")
 #: How often the writer thread writes out what has been queued, in seconds.
 WRITE_INTERVAL = 0.05
-#: Lines waiting at most; past it the caller writes the batch itself (backpressure, nothing dropped).
+#: Lines waiting at most; past it a new record is dropped and counted (a call never waits for the sink).
 MAX_PENDING = 4096
+#: Why records are dropped: the sink is not keeping up, it fails (full disk, closed pipe), or it is closed.
+DROP_REASONS = ("queue_full", "write_failed", "closed", "unformattable")
+#: Seconds between two warnings that records were dropped.
+DROP_WARNING_INTERVAL = 10.0
+#: Longest :func:`flush` waits for a writer busy on a stalled sink, in seconds.
+FLUSH_TIMEOUT = 1.0
 
 _second: tuple[int, str] = (-1, "")
 
@@ -96,16 +102,49 @@ class LogFormatter(logging.Formatter):
         return self.line(record.created, record.levelname, fields, record.process or os.getpid())
 
 
+class QueuedHandler(logging.Handler):
+    """Formats a log record on the caller's thread and queues the line on the process's
+    :class:`AuditWriter`: logging never waits for stderr either."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted must not break its caller
+            writer().drop("unformattable")
+            return
+        writer().put(line)
+
+    def flush(self) -> None:
+        """Write out what is queued (``logging.shutdown``, or before ``os._exit``); at most
+        :data:`FLUSH_TIMEOUT` on a stalled sink."""
+        current = _current
+        if current is not None:
+            current.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Every log record of the process (the sidecar's and its libraries', grpc's included) to stderr,
     as audit-format lines, at ``level`` and above; replaces an earlier call's handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = QueuedHandler()
     handler.setFormatter(LogFormatter(fmt))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h.formatter, LogFormatter)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def ensure_std_fds() -> None:
+    """Open ``/dev/null`` on any of fds 0-2 that is closed, so that no file opened later takes
+    their number (grpc core writes its own log lines to fd 2, whatever it then is)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 class AuditWriter:
@@ -116,9 +155,15 @@ class AuditWriter:
     waits for the stream and never wakes another thread for its record:
     writing from request threads made them queue on the stream's lock (a lock
     convoy), and waking a writer per record cost a GIL hand-over per token;
-    both cost as much CPU as the signature. When :data:`MAX_PENDING` lines are
-    waiting the caller writes them itself, so memory stays bounded and no
-    record is dropped. :meth:`flush` writes out what is queued (drain, exit).
+    both cost as much CPU as the signature.
+
+    A call never waits for the sink: when :data:`MAX_PENDING` lines are waiting
+    (stderr is a pipe nobody reads, a blocked logging driver) a new record is
+    dropped; so is a batch the stream fails to take (full disk, closed pipe).
+    Each drop is counted by reason (:data:`DROP_REASONS`, ``on_drop``: the
+    ``sidecar_audit_dropped_total`` counter) and a warning line says so, at most
+    every :data:`DROP_WARNING_INTERVAL` seconds. :meth:`flush` writes out what is
+    queued (drain, exit), waiting at most :data:`FLUSH_TIMEOUT` for a stalled sink.
     """
 
     def __init__(self, level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None,
@@ -133,6 +178,11 @@ class AuditWriter:
         self.pid = os.getpid()
         self._lines: deque[str] = deque()
         self._write_lock = threading.Lock()
+        #: Records dropped so far, by reason; ``on_drop(reason, n)`` is told of each drop.
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.on_drop: Callable[[str, int], None] | None = None
+        self._unwarned = 0
+        self._warned_at = -DROP_WARNING_INTERVAL
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if interval is not None:
@@ -146,16 +196,44 @@ class AuditWriter:
         """Queue one record (``fields`` get ``pid``); never raises."""
         try:
             line = self.format(time.time(), logging.getLevelName(level), fields, self.pid)
-        except Exception:  # a record that cannot be formatted must not break the call
-            logging.getLogger("sidecar").debug("audit record dropped", exc_info=True)
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted must not break the call
+            self.drop("unformattable")
+            return
+        self.put(line)
+
+    def put(self, line: str) -> None:
+        """Queue one formatted line, or drop it (counted) when :data:`MAX_PENDING` are waiting."""
+        if len(self._lines) >= MAX_PENDING:
+            self.drop("queue_full")
             return
         self._lines.append(line)
-        if len(self._lines) >= MAX_PENDING:
-            self.flush()
 
-    def flush(self) -> None:
-        """Write out every line queued so far."""
-        with self._write_lock:
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` records dropped for ``reason``; queue a warning if none was given lately."""
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        self._unwarned += n
+        hook = self.on_drop
+        if hook is not None:
+            try:
+                hook(reason, n)
+            except Exception:  # noqa: BLE001 - counting must not break the call either
+                pass
+        now = time.monotonic()
+        if now - self._warned_at >= DROP_WARNING_INTERVAL:
+            self._warned_at = now
+            unwarned, self._unwarned = self._unwarned, 0
+            # One line past the bound: the warning waits with the records the sink has still to take.
+            self._lines.append(self.format(time.time(), "WARNING", {
+                "event": "log", "logger": "sidecar.audit",
+                "message": f"{unwarned} log/audit records dropped (last reason: {reason}); "
+                           f"see sidecar_audit_dropped_total"}, self.pid))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write out every line queued so far; whether it could (``False``: the writer is stuck on
+        the sink for longer than ``timeout`` seconds, :data:`FLUSH_TIMEOUT` by default)."""
+        if not self._write_lock.acquire(timeout=FLUSH_TIMEOUT if timeout is None else timeout):
+            return False
+        try:
             lines = self._lines
             batch = []
             try:
@@ -164,23 +242,28 @@ class AuditWriter:
             except IndexError:
                 pass
             if not batch:
-                return
+                return True
             stream = self.stream if self.stream is not None else sys.stderr
             try:
                 stream.write("\n".join(batch) + "\n")
                 stream.flush()
-            except Exception:  # a full disk or closed stream must not break calls
-                logging.getLogger("sidecar").debug("audit lines dropped", exc_info=True)
+            except ValueError:  # I/O on a closed file
+                self.drop("closed", len(batch))
+            except Exception:  # noqa: BLE001 - a full disk or broken pipe must not break calls
+                self.drop("write_failed", len(batch))
+            return True
+        finally:
+            self._write_lock.release()
 
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.flush()
+            self.flush(timeout=interval)
 
     def close(self) -> None:
         """Stop the writer thread and write out what is left."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=FLUSH_TIMEOUT)
         self.flush()
 
 
@@ -195,18 +278,34 @@ def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = N
     with _current_lock:
         previous, _current = _current, writer
     if previous is not None:
+        writer.on_drop = previous.on_drop
+    if previous is not None:
         previous.close()
     return writer
 
 
-def flush() -> None:
-    """Write out every record queued so far (tests, drain, exit)."""
-    writer = _current
-    if writer is not None:
-        writer.flush()
+def writer() -> AuditWriter:
+    """The process's audit writer (one on stderr with the defaults if none was configured)."""
+    current = _current
+    return current if current is not None else configure()
 
 
-atexit.register(flush)
+def flush() -> bool:
+    """Write out every record queued so far (tests, drain, exit); ``False``: gave up on a sink
+    stalled for :data:`FLUSH_TIMEOUT`."""
+    current = _current
+    return current.flush() if current is not None else True
+
+
+def _at_exit() -> None:
+    """Stop the writer thread and write out what is left, before the interpreter finalizes
+    (a daemon thread stopped mid-write there would hold stderr's lock)."""
+    current = _current
+    if current is not None:
+        current.close()
+
+
+atexit.register(_at_exit)
 
 
 class AuditLog(Observer):

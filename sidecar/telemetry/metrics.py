@@ -49,6 +49,7 @@ from sidecar.domain.identity import Outcome, Resolution
 from sidecar.domain.keys import PublicKeyInfo
 from sidecar.domain.tokens import Token
 from sidecar.service.observer import Observer
+from sidecar.telemetry import audit
 
 log = logging.getLogger("sidecar.metrics")
 
@@ -67,6 +68,9 @@ REASONS: tuple[str, ...] = (
     "message_too_large",  # the request exceeded the maximum message size
     "malformed_request",  # the request's bytes are not a valid message (INVALID_ARGUMENT)
     "deadline_exceeded",  # the call's deadline passed while it waited for a thread (DEADLINE_EXCEEDED)
+    "request_timeout",  # the request message did not arrive within the read deadline
+    "too_many_pending",  # too many calls waiting for their request message (per connection or in all)
+    "health_watchers",  # too many health Watch streams at once
 )
 #: The label value for anything outside a fixed set.
 OTHER = "other"
@@ -145,6 +149,11 @@ class Metrics(Observer):
                                              ["decision", "rule"], registry=r)
         self.token_cache_total = Counter("sidecar_token_cache_requests", "Token cache look-ups by result.",
                                          ["result"], registry=r)
+        self.audit_dropped_total = Counter(
+            "sidecar_audit_dropped", "Log and audit records dropped because stderr did not take them, by reason.",
+            ["reason"], registry=r)
+        for reason in audit.DROP_REASONS:
+            self.audit_dropped_total.labels(reason)
         self.build_info = Gauge("sidecar_build_info", "Always 1; the version label is the sidecar's version.",
                                 ["version"], multiprocess_mode="livemax", registry=r)
         self.build_info.labels(version).set(1)
@@ -171,6 +180,10 @@ class Metrics(Observer):
         (child if child is not None else self.issued_total.labels(_pick(rpc, RPCS))).inc()
         if resolution is not None:
             self.resolutions_total.labels(resolution.outcome.value).inc()
+
+    def audit_dropped(self, reason: str, n: int = 1) -> None:
+        """``n`` log or audit records dropped for ``reason`` (the audit writer's ``on_drop``)."""
+        self.audit_dropped_total.labels(_pick(reason, audit.DROP_REASONS)).inc(n)
 
     def rejected(self, rpc: str, reason: str) -> None:
         self.rejections_total.labels(_pick(rpc, RPCS), _pick(reason, REASONS)).inc()

@@ -32,6 +32,7 @@ are parsed. Everything here takes plain values; the composition root
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -178,14 +179,37 @@ MAX_BUCKETS = 10_000
 
 
 class CountingExecutor(futures.ThreadPoolExecutor):
-    """A thread pool that knows how many submitted calls have not finished yet."""
+    """A thread pool that knows how many submitted calls have not finished yet.
+
+    With :attr:`pending` set, a unary call reaches the pool only once its request
+    message has arrived: until then it waits in :class:`PendingCalls` (its own
+    bound and read deadline) and takes no thread. Stock grpcio would give it a pool
+    thread that blocks until the message comes, so a few callers that never send
+    one would hold every thread. This reads grpcio's private ``grpc._server``
+    (pinned; :func:`_stock_unary` checks the shape and otherwise leaves calls as
+    grpcio runs them); the code is :func:`sidecar.transport.fastpath.defer_until_message`.
+    """
 
     def __init__(self, max_workers: int, thread_name_prefix: str = "rpc") -> None:
         super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
         self._count_lock = threading.Lock()
         self.in_flight = 0
+        self.pending: PendingCalls | None = None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        if self.pending is not None and not kwargs and _stock_unary(args):
+            return self._defer(fn, args)
+        return self._submit(fn, *args, **kwargs)
+
+    def _defer(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> futures.Future[Any]:
+        """Ask for the call's message now; submit the call once it has arrived (grpc's serving thread).
+        The code lives with the other use of grpc's private layer, :mod:`sidecar.transport.fastpath`."""
+        from sidecar.transport import fastpath
+
+        assert self.pending is not None
+        return fastpath.defer_until_message(self._submit, self.pending, fn, args)
+
+    def _submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
         with self._count_lock:
             self.in_flight += 1
         try:
@@ -199,6 +223,17 @@ class CountingExecutor(futures.ThreadPoolExecutor):
     def _done(self, _future: futures.Future[Any] | None) -> None:
         with self._count_lock:
             self.in_flight -= 1
+
+
+def _stock_unary(args: tuple[Any, ...]) -> bool:
+    """Whether ``args`` are what grpcio's stock server submits for a unary-request, unary-response call."""
+    if len(args) != 7:
+        return False
+    try:
+        from grpc import _server
+    except ImportError:  # pragma: no cover
+        return False
+    return args[0] is getattr(_server, "_unary_response_in_pool", None) and hasattr(_server, "_receive_message")
 
 
 class ConcurrencyLimit(Guard):
@@ -296,3 +331,121 @@ class RateLimit(Guard):
             self.refuse(rpc, "rate_limited", grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"rate limit: at most {self.rate:g} calls/s per caller", context)
 
+
+
+#: Seconds a call must have waited for its message before a newer one may push it out.
+MIN_EVICT_AGE = 0.1
+
+
+class PendingCalls:
+    """Calls whose request message has not arrived yet, kept apart from the concurrency bound.
+
+    A call counts here from its headers until its message arrives (:meth:`arrived`);
+    only then does it take a slot of :class:`ConcurrencyLimit`. So a caller that sends
+    headers and never the message holds no slot a legitimate call needs:
+
+    * at most ``per_connection`` such calls per TCP connection: one more is refused
+      (``RESOURCE_EXHAUSTED``, counted ``too_many_pending``); grpc names every
+      Unix-socket peer alike, so there only the total applies;
+    * at most ``total`` in all: one more pushes the oldest out (cancelled, counted
+      ``too_many_pending``) if that one has waited :data:`MIN_EVICT_AGE` already, and
+      is refused otherwise. A legitimate call's message follows its headers at once,
+      so the oldest is the stalled one; the age keeps calls whose message has come
+      but still waits in grpc's queue (a busy server) from being pushed out;
+    * each is cancelled ``read_timeout`` seconds after it came (counted ``request_timeout``).
+
+    ``cancel`` callbacks run on this object's reaper thread or on the caller's, never
+    under its lock.
+    """
+
+    def __init__(self, total: int, per_connection: int, read_timeout: float, observer: Observer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total = max(1, total)
+        self.per_connection = max(1, per_connection)
+        self.read_timeout = read_timeout
+        self.observer = observer
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._next = 0
+        #: ticket -> (deadline, connection, rpc, cancel), oldest first.
+        self._calls: dict[int, tuple[float, str, str, Callable[[], None]]] = {}
+        self._per_connection: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._reap, name="pending-reaper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def admit(self, connection: str, rpc: str, cancel: Callable[[], None]) -> int | None:
+        """A ticket for a new call, or ``None`` (refused, counted: the caller ends the call)."""
+        evicted: tuple[float, str, str, Callable[[], None]] | None = None
+        ticket: int | None = None
+        with self._lock:
+            if not connection.startswith(("ipv4:", "ipv6:")):  # Unix-socket peers all look alike
+                connection = f"#{self._next}"
+            now = self.clock()
+            admit = self._per_connection.get(connection, 0) < self.per_connection
+            if admit and len(self._calls) >= self.total:
+                oldest = next(iter(self._calls))
+                # Every waiting call young: a burst of a busy server, not a stall; refuse the new one.
+                admit = self._calls[oldest][0] - self.read_timeout + MIN_EVICT_AGE <= now
+                if admit:
+                    evicted = self._forget(oldest)
+            if admit:
+                ticket = self._next
+                self._next += 1
+                self._calls[ticket] = (now + self.read_timeout, connection, rpc, cancel)
+                self._per_connection[connection] = self._per_connection.get(connection, 0) + 1
+        if ticket is None:
+            self.observer.rejected(rpc, "too_many_pending")
+        if evicted is not None:
+            self.observer.rejected(evicted[2], "too_many_pending")
+            evicted[3]()
+        return ticket
+
+    def arrived(self, ticket: int) -> bool:
+        """The call's message arrived (or the call ended): it no longer counts. Whether it still did."""
+        with self._lock:
+            return self._forget(ticket) is not None
+
+    def _forget(self, ticket: int) -> tuple[float, str, str, Callable[[], None]] | None:
+        entry = self._calls.pop(ticket, None)
+        if entry is not None:
+            left = self._per_connection[entry[1]] - 1
+            if left:
+                self._per_connection[entry[1]] = left
+            else:
+                del self._per_connection[entry[1]]
+        return entry
+
+    def expire(self) -> int:
+        """Cancel every call past its read deadline; how many."""
+        now = self.clock()
+        expired = []
+        with self._lock:
+            for ticket, entry in self._calls.items():
+                if entry[0] > now:
+                    break
+                expired.append(ticket)
+            entries = [self._forget(t) for t in expired]
+        for gone in entries:
+            if gone is not None:
+                self.observer.rejected(gone[2], "request_timeout")
+                gone[3]()
+        return len(entries)
+
+    def _reap(self) -> None:
+        tick = min(0.25, max(0.01, self.read_timeout / 4))
+        while not self._stop.wait(tick):
+            try:
+                self.expire()
+            except Exception:
+                logging.getLogger("sidecar.admission").exception("pending calls: cancel failed")

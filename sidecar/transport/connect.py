@@ -43,11 +43,12 @@ from connectrpc.request import RequestContext
 from connectrpc.server import ConnectASGIApplication, Endpoint
 from google.protobuf import json_format
 from google.protobuf import message as pb_message
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 
 from sidecar.service.observer import Observer
 from sidecar.telemetry.rpc_metrics import RpcMetrics, Series
 from sidecar.transport.admission import ConcurrencyLimit, Guard
+from sidecar.transport.health import Health
 from sidecar.transport.servicer import IdentityServicer
 from sidecar.v1 import identity_connect
 
@@ -268,7 +269,7 @@ class _HealthApplication(ConnectASGIApplication[Any]):
         return f"/{HEALTH_SERVICE}"
 
 
-def health_application(status: health.HealthServicer, service: ConnectService, codec_list: list[Any],
+def health_application(status: Health, service: ConnectService, codec_list: list[Any],
                        read_max_bytes: int) -> ConnectASGIApplication[Any]:
     """``/grpc.health.v1.Health/Check`` over Connect, answered by the gRPC server's health servicer."""
 
@@ -289,7 +290,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 class Application:
     """The ASGI application of the Connect listener: ``/healthz``, health over Connect, ``IdentityService``."""
 
-    def __init__(self, servicer: IdentityServicer, status: health.HealthServicer, guards: Iterable[Any],
+    def __init__(self, servicer: IdentityServicer, status: Health, guards: Iterable[Any],
                  rpc_metrics: RpcMetrics | None, pool: futures.Executor, max_message_bytes: int) -> None:
         self.status = status
         self.service = ConnectService(servicer, guards, rpc_metrics, pool)

@@ -9,7 +9,9 @@ Here the ``IdentityService`` methods are *registered methods* of the same grpc
 core server, requested on a completion queue of their own. A few threads poll
 it and run each call from start to end in two steps:
 
-1. a new call arrives: ask for its request message;
+1. a new call arrives: ask for its request message (the call now counts in
+   :class:`~sidecar.transport.admission.PendingCalls`, with its own bound and
+   read deadline, not in the concurrency bound);
 2. the message arrives: run the guards (allow-list, concurrency bound, rate
    limit, deadline) and the servicer, then send initial metadata, the response
    and the status in one batch.
@@ -19,6 +21,9 @@ path uses, through :class:`Context`, which offers the part of
 ``grpc.ServicerContext`` they need. Everything else (health, reflection,
 unknown methods) stays on the stock server, which also owns the listeners,
 TLS and the drain: grpc core's shutdown waits for these calls too.
+
+:func:`defer_until_message` is the stock path's share of grpcio's private
+layer: it keeps a call that has not sent its request message off grpc's pool.
 
 This uses grpcio's Cython layer (``grpc._cython.cygrpc``), which is not a
 public API. grpcio is pinned for the image (the ``pinned`` extra) and a CI step
@@ -39,13 +44,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 from typing import Any
 
 import grpc
 from google.protobuf.message_factory import GetMessageClass
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics
-from sidecar.transport.admission import ConcurrencyLimit, Guard
+from sidecar.transport.admission import ConcurrencyLimit, Guard, PendingCalls, rpc_name
 from sidecar.transport.interceptors import MetricsInterceptor
 from sidecar.transport.servicer import request_parser
 from sidecar.v1 import identity_pb2 as pb
@@ -149,12 +155,13 @@ class Method:
 class _Received:
     """Tag of the receive-message batch of one call."""
 
-    __slots__ = ("event", "method", "started")
+    __slots__ = ("event", "method", "started", "ticket")
 
     def __init__(self, method: Method, event: Any, started: float) -> None:
         self.method = method
         self.event = event  # the request event: the call, its deadline and metadata
         self.started = started
+        self.ticket: int | None = None  # in PendingCalls until the message arrives
 
 
 class _Finished:
@@ -164,6 +171,21 @@ class _Finished:
 
 
 _FINISHED = _Finished()
+
+
+class _Uncounted:
+    """Tag of the final batch of a call that never counted as in flight (refused or gone before its message)."""
+
+    __slots__ = ()
+
+
+_UNCOUNTED = _Uncounted()
+
+_CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _canceller(call: Any) -> Callable[[], None]:
+    return lambda: call.cancel(_CANCELLED, "request message not received in time")
 
 
 class _NoCounter:
@@ -220,6 +242,8 @@ class _Loop:
             try:
                 if tag is _FINISHED:
                     self.in_flight -= 1
+                elif tag is _UNCOUNTED:
+                    pass
                 elif type(tag) is _Received:
                     self.respond(tag, event)
                 elif type(tag) is Method:
@@ -233,27 +257,49 @@ class _Loop:
         if not event.success:  # the request was cancelled: the server is shutting down
             return
         started = time.perf_counter()
-        self.in_flight += 1
         tag = _Received(method, event, started)
+        pending = self.fast.pending
         try:
             method.series.start()
-            refused = event.call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0
+            call = event.call
+            if pending is not None:
+                peer = call.peer()
+                tag.ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer),
+                                           method.name, _canceller(call))
+                if tag.ticket is None:
+                    self.finish(tag, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "server busy: too many calls waiting for their request message on this connection",
+                                _UNCOUNTED)
+                    return
+            refused = call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0
         except Exception:
             log.exception("fast path: cannot read the request of %s", method.name)
-            self._abandon(tag, "INTERNAL")
+            self._abandon(tag, "INTERNAL", counted=False)
             return
         if refused:
-            self.in_flight -= 1
+            if pending is not None and tag.ticket is not None:
+                pending.arrived(tag.ticket)
             method.series.done("CANCELLED", started)
 
     def respond(self, tag: _Received, event: Any) -> None:
+        """The request message arrived (or the call ended): run the call, answer it.
+
+        Only from here does the call hold a slot of the concurrency bound (``in_flight``):
+        a call still waiting for its message is the :class:`PendingCalls` bound's business.
+        """
         method = tag.method
         code, details, body = grpc.StatusCode.OK, "", None
+        final: _Finished | _Uncounted = _UNCOUNTED
         try:
             data = event.batch_operations[0].message() if event.success else None
+            pending = self.fast.pending
+            if pending is not None and tag.ticket is not None and not pending.arrived(tag.ticket):
+                data = None  # cancelled meanwhile (read deadline, or pushed out by newer calls)
             if data is None:  # the caller went away (or grpc refused the message, e.g. too large)
                 code, details = grpc.StatusCode.CANCELLED, "no request message"
             else:
+                self.in_flight += 1
+                final = _FINISHED
                 context = Context(tag.event)
                 for guard in self.fast.guards:
                     guard(method.name, context)
@@ -264,10 +310,12 @@ class _Loop:
         except Exception:  # the servicer maps domain errors; this is a bug
             log.exception("fast path: unexpected error in %s", method.name)
             code, details, body = grpc.StatusCode.INTERNAL, "internal error", None
-        self.finish(tag, code, details, body)
+        self.finish(tag, body, code, details, final)
 
-    def finish(self, tag: _Received, code: grpc.StatusCode, details: str, body: bytes | None) -> None:
-        """Send the answer and the status in one batch; the slot is released when it completes.
+    def finish(self, tag: _Received, body: bytes | None, code: grpc.StatusCode, details: str,
+               final: _Finished | _Uncounted) -> None:
+        """Send initial metadata, the response (if any) and the status in one batch tagged ``final``
+        (``_FINISHED`` releases the call's slot when it completes).
 
         If that fails (a bug of ours, a changed grpcio), the call is cancelled ``INTERNAL`` and its
         slot released at once, so no call stays open and the concurrency bound never fills up.
@@ -281,15 +329,20 @@ class _Loop:
                     cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
             tag.method.series.done(code.name, tag.started)  # before the caller can see the answer, as on stock
             reported = True
-            if tag.event.call.start_server_batch(ops, _FINISHED) != 0:
+            if tag.event.call.start_server_batch(ops, final) != 0 and final is _FINISHED:
                 self.in_flight -= 1
         except Exception:
             log.exception("fast path: cannot answer a call of %s", tag.method.name)
-            self._abandon(tag, None if reported else "INTERNAL")
+            self._abandon(tag, None if reported else "INTERNAL", counted=final is _FINISHED)
 
-    def _abandon(self, tag: _Received, code: str | None) -> None:
-        """After an error of ours around an open call: free its slot, end it ``INTERNAL``, report ``code``."""
-        self.in_flight -= 1
+    def _abandon(self, tag: _Received, code: str | None, *, counted: bool) -> None:
+        """After an error of ours around an open call: end it ``INTERNAL``, free its slot (``counted``)
+        and its place among the calls waiting for a message, report ``code``."""
+        if counted:
+            self.in_flight -= 1
+        pending = self.fast.pending
+        if pending is not None and tag.ticket is not None:
+            pending.arrived(tag.ticket)
         try:
             tag.event.call.cancel(grpc.StatusCode.INTERNAL.value[0], b"internal error")
         except Exception:  # noqa: BLE001 - nothing more can be done for this call; its deadline ends it
@@ -309,8 +362,9 @@ class FastPath:
     """
 
     def __init__(self, server: grpc.Server, servicer: Any, interceptors: Sequence[grpc.ServerInterceptor],
-                 threads: int = 1) -> None:
-        """``interceptors``: the stock server's; each must be one this path can apply itself."""
+                 threads: int = 1, pending: PendingCalls | None = None) -> None:
+        """``interceptors``: the stock server's; each must be one this path can apply itself.
+        ``pending``: the bound and read deadline of calls still waiting for their message."""
         reason = unavailable(server)
         if reason:
             raise RuntimeError(f"fast call path unavailable: {reason}")
@@ -338,6 +392,7 @@ class FastPath:
         self.queue = cygrpc.CompletionQueue()
         self.core_server.register_completion_queue(self.queue)
         self.stopping = False
+        self.pending = pending
         self._loops = [_Loop(self, i) for i in range(max(1, threads))]
         for bound in bounds:  # only once nothing can refuse: a refused path must leave no trace
             bound.counters.append(self)
@@ -414,8 +469,6 @@ def self_test() -> str:
 
 
 def _run_self_test() -> str:
-    from concurrent import futures
-
     reason = "grpcio has no grpc._cython.cygrpc" if cygrpc is None else ""
     if reason:
         return reason
@@ -454,3 +507,59 @@ def _settles(fast: FastPath) -> bool:
     while fast.in_flight and time.monotonic() < deadline:
         time.sleep(0.001)
     return fast.in_flight == 0
+
+
+def defer_until_message(submit: Callable[..., futures.Future[Any]], pending: PendingCalls,
+                        fn: Callable[..., Any], args: tuple[Any, ...]) -> futures.Future[Any]:
+    """For the stock path's pool (:class:`~sidecar.transport.admission.CountingExecutor`): a unary
+    call grpcio would submit at once (``fn(*args)``, its thread then blocking until the request
+    message comes) waits in ``pending`` instead, taking no thread; ``submit`` runs it once the
+    message has arrived. Runs on grpc's serving thread; reads grpcio's private ``grpc._server``.
+    The returned future ends when the call does (grpc counts the call active until then)."""
+    from grpc import _server
+
+    in_pool, rpc_event, state, behavior, _thunk, deserializer, serializer = args
+    call = rpc_event.call
+    done: futures.Future[Any] = futures.Future()
+    done.set_running_or_notify_cancel()
+    method = rpc_event.call_details.method
+    rpc = rpc_name(method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method))
+    peer = call.peer()
+    ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer), rpc,
+                           _canceller(call))
+    if ticket is None:
+        with state.condition:
+            _server._abort(state, call, cygrpc.StatusCode.resource_exhausted,
+                           b"server busy: too many calls waiting for their request message on this connection")
+        done.set_result(None)
+        return done
+    receive = _server._receive_message(state, call, deserializer)
+
+    def take() -> Any:
+        with state.condition:
+            request, state.request = state.request, None
+            return request
+
+    def arrived(event: Any) -> Any:
+        still_pending = pending.arrived(ticket)
+        result = receive(event)  # grpc's own: keeps the request, or notes the caller went away
+        with state.condition:
+            has_request = state.request is not None and still_pending
+            if not has_request and state.client is _server._CLOSED and not state.statused:
+                _server._abort(state, call, cygrpc.StatusCode.unimplemented,
+                               b"a unary call requires exactly one request message")
+        if not has_request:
+            done.set_result(None)
+            return result
+        try:
+            work = submit(fn, in_pool, rpc_event, state, behavior, take, deserializer, serializer)
+        except RuntimeError:  # the pool is shut down
+            done.set_result(None)
+            return result
+        work.add_done_callback(lambda _f: done.set_result(None))
+        return result
+
+    with state.condition:
+        call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), arrived)
+        state.due.add(_server._RECEIVE_MESSAGE_TOKEN)
+    return done

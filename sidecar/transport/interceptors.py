@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from sidecar.telemetry.rpc_metrics import RpcMetrics, Series
+
+_B = TypeVar("_B")
 
 
 def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
@@ -84,7 +86,7 @@ def _wrap_unary(behavior: Callable[[Any, grpc.ServicerContext], Any], series: Se
         series.done(_code(context, failed=False).name, started)
         return response
 
-    return wrapped
+    return _same_pool(wrapped, behavior)
 
 
 def _wrap_stream(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], series: Series
@@ -102,6 +104,14 @@ def _wrap_stream(behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
             raise
         series.done(_code(context, failed=False).name, started)
 
+    return _same_pool(wrapped, behavior)
+
+
+def _same_pool(wrapped: _B, behavior: Any) -> _B:
+    """Keep the thread pool a behaviour asked grpc for (health runs on pools of its own)."""
+    pool = getattr(behavior, "experimental_thread_pool", None)
+    if pool is not None:
+        wrapped.experimental_thread_pool = pool  # type: ignore[attr-defined]  # read by grpc._server
     return wrapped
 
 
