@@ -19,14 +19,14 @@ Each checkout's ``sidecar/`` is byte-compiled first, as the image is
 ``--no-compile`` measures what a checkout without ``__pycache__`` pays.
 
 Figures are medians over ``--runs`` runs, with the spread (min-max). With
-``--b-root`` two checkouts are measured in turns (A B B A ...) so both see the
-same drift of the host. ``--importtime`` adds where start-up spends its import
-time: one ``python -X importtime -m sidecar serve`` run, the self times summed
-per top-level package.
+``--b-root`` (or ``--b-arg``) two checkouts are measured in turns (A B B A ...) so both see the
+same drift of the host. ``--importtime N`` adds where start-up spends its import
+time: ``python -X importtime -m sidecar serve`` until SERVING, the self times
+summed per top-level package, medians of N runs.
 
     python bench/startup.py                               # this checkout, 15 runs
     git worktree add /tmp/old HEAD~3
-    python bench/startup.py --a-root /tmp/old --importtime   # an older commit against this one
+    python bench/startup.py --a-root /tmp/old --b-root . --importtime 3  # an older commit against this one
     python bench/startup.py --b-arg=--call-path=stock
 
 Nothing here asserts a speed.
@@ -49,6 +49,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -198,6 +199,21 @@ def import_breakdown(side: Side, keydir: Path, a: argparse.Namespace, work: Path
             "packages": [{"package": k, "self_ms": round(v / 1e3, 1), "modules": counts[k]} for k, v in rows]}
 
 
+def median_breakdown(runs: list[dict[str, Any]]) -> dict[str, object]:
+    """Per package, the median self time of several :func:`import_breakdown` runs."""
+    times: dict[str, list[float]] = defaultdict(list)
+    modules: dict[str, int] = {}
+    for r in runs:
+        for row in r["packages"]:
+            times[row["package"]].append(row["self_ms"])
+            modules[row["package"]] = row["modules"]
+    rows = sorted(((k, statistics.median(v + [0.0] * (len(runs) - len(v)))) for k, v in times.items()),
+                  key=lambda kv: -kv[1])
+    return {"total_ms": round(statistics.median([r["total_ms"] for r in runs]), 1),
+            "modules": statistics.median([r["modules"] for r in runs]), "runs": len(runs),
+            "packages": [{"package": k, "self_ms": round(v, 1), "modules": modules[k]} for k, v in rows]}
+
+
 def spread(xs: list[float], unit: str, digits: int) -> str:
     if not xs:
         return "n/a"
@@ -257,7 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=1.0, help="seconds at rest before reading RSS (1)")
     p.add_argument("--calls", type=int, default=50, help="calls of each use case before the second RSS reading (50)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds a start-up may take before the run fails")
-    p.add_argument("--importtime", action="store_true", help="also the import time per package (one -X importtime run)")
+    p.add_argument("--importtime", type=int, default=0, metavar="RUNS",
+                   help="also the import time per package: the medians of this many -X importtime runs")
     p.add_argument("--floor-runs", type=int, default=0,
                    help="also time bare imports of python, grpc, cryptography, protobuf this many times")
     p.add_argument("--no-compile", action="store_true",
@@ -309,11 +326,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"B faster in {sum(x > 0 for x in d)} of {len(d)} pairs")
         if a.importtime:
             result["importtime"] = {}
+            runs: dict[str, list[dict[str, Any]]] = {side.label: [] for side in sides}
+            for n in range(a.importtime):  # in turns too
+                for side in sides if n % 2 == 0 else sides[::-1]:
+                    runs[side.label].append(import_breakdown(side, work, a, work))
             for side in sides:
-                bd = import_breakdown(side, work, a, work)
+                bd = median_breakdown(runs[side.label])
                 result["importtime"][side.label] = bd  # type: ignore[index]
                 print(f"{side.label}: -X importtime, sidecar serve until SERVING: {bd['total_ms']} ms in "
-                      f"{bd['modules']} modules (self time per package, top 15):")
+                      f"{bd['modules']} modules (self time per package, top 15; medians of {bd['runs']} runs):")
                 for row in bd["packages"][:15]:  # type: ignore[index]
                     print(f"  {row['package']:<32} {row['self_ms']:>7.1f} ms  {row['modules']:>4} modules")
         if a.floor_runs:
