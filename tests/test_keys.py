@@ -101,3 +101,45 @@ def test_repr_never_shows_private_material(openssl_keys):
     text = repr(k) + str(k) + json.dumps(k.public_jwk())
     d = k.private_key.private_numbers().d
     assert str(d) not in text and "PRIVATE" not in text and "private_key" not in text
+
+
+def _tampered(src, out, change):
+    """``src`` (an openssl-made key) with one of its numbers changed, written as PKCS#8 PEM to ``out``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    good = serialization.load_pem_private_key(src.read_bytes(), None)
+    n = good.private_numbers()
+    fields = {"p": n.p, "q": n.q, "d": n.d, "dmp1": n.dmp1, "dmq1": n.dmq1, "iqmp": n.iqmp,
+              "public_numbers": n.public_numbers} | change(n)
+    bad = rsa.RSAPrivateNumbers(**fields).private_key(unsafe_skip_rsa_key_validation=True)
+    out.write_bytes(bad.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return out
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda n: {"dmp1": (n.dmp1 + 2) % (n.p - 1)},  # a CRT exponent off: signs wrong (Bellcore)
+        lambda n: {"dmq1": n.dmq1 ^ 1 << 100},
+        lambda n: {"iqmp": (n.iqmp + 1) % n.p},
+        lambda n: {"d": n.d + 2},
+        lambda n: {"public_numbers": rsa_public(n.public_numbers.e + 2, n.public_numbers.n)},
+    ],
+    ids=["dmp1", "dmq1", "iqmp", "d", "e"],
+)
+def test_a_key_whose_numbers_do_not_fit_together_is_refused(openssl_keys, tmp_path, change):
+    bad = _tampered(openssl_keys / "private.pem", tmp_path / "bad.pem", change)
+    # openssl itself calls it broken: the test key really is corrupt
+    check = subprocess.run(["openssl", "pkey", "-check", "-noout", "-in", str(bad)], capture_output=True)
+    assert check.returncode != 0
+    with pytest.raises(UnusableKey) as exc:
+        keys.load(str(bad))
+    assert str(exc.value) == f"key file {bad}: the RSA key's numbers do not fit together (a corrupt key)"
+
+
+def rsa_public(e, n):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.RSAPublicNumbers(e, n)

@@ -3,7 +3,7 @@
 set -euo pipefail
 make -s install && .venv/bin/python -m pip install -q -e '.[bench]'
 # Strict typing of the bench, now that its own dependencies (matplotlib, aiohttp) are installed.
-.venv/bin/mypy --strict bench/run.py bench/callcost.py bench/compare.py bench/loadgen.py bench/procstat.py bench/fuzz.py
+.venv/bin/mypy --strict bench/run.py bench/callcost.py bench/compare.py bench/loadgen.py bench/procstat.py bench/fuzz.py bench/startup.py
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 .venv/bin/python bench/run.py --smoke --out "$out" | tee "$out/stdout.txt"
@@ -14,5 +14,8 @@ grep -q '^| Flask seed (PEM per call) |' "$out/stdout.txt"
 test -s "$out/results.json" && test -s "$out/results.png"
 .venv/bin/python bench/callcost.py --rounds 1 --duration 1 | grep -q '^round 0: .* per call: server user'
 .venv/bin/python bench/compare.py --rounds 2 --duration 0.5 --b-arg=--sched-policy=normal | grep -q '^A - B per pair: median'
+.venv/bin/python bench/startup.py --runs 1 --calls 2 --settle 0.2 --floor-runs 1 > "$out/startup.txt"
+grep -q '^  exec to SERVING ' "$out/startup.txt"
+grep -q '^  floor: import grpc ' "$out/startup.txt"
 # The fuzz run, small: every RPC on both call paths, no INTERNAL/UNKNOWN, no traceback (exit 1 otherwise).
 .venv/bin/python bench/fuzz.py --calls 200 | grep -q '^calls: 2000; INTERNAL: 0; UNKNOWN: 0; codes not allowed: 0;'

@@ -45,14 +45,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-
-import jwt
-from jwt.api_jws import PyJWS
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from sidecar.domain import validation
 from sidecar.domain.errors import InvalidArgument
 from sidecar.domain.keys import PublicKeyInfo
+
+if TYPE_CHECKING:
+    from jwt.api_jws import PyJWS
 
 #: The only algorithm Synerise accepts.
 ALGORITHM = "RS256"
@@ -89,9 +90,18 @@ def strict_b64url(part: str) -> bool:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == part
 
 
-# One PyJWS instance pinned to RS256: even if a caller passed another algorithm
-# list by mistake, this object has no other algorithm to run.
-_JWS = PyJWS(algorithms=[ALGORITHM])
+@cache
+def _jws() -> PyJWS:
+    """One PyJWS instance pinned to RS256: even if a caller passed another algorithm
+    list by mistake, this object has no other algorithm to run.
+
+    PyJWT is imported on the first verification, not at start-up: with the
+    ``cryptography.x509`` and JWKS client (urllib, http.client) it imports it
+    is the largest import a sidecar that only signs never needs.
+    """
+    from jwt.api_jws import PyJWS
+
+    return PyJWS(algorithms=[ALGORITHM])
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,9 @@ class Verifier:
             return Verdict.invalid("malformed")
         if not all(strict_b64url(part) for part in token.split(".")):
             return Verdict.invalid("malformed")
+        import jwt
+
+        jws = _jws()
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -175,7 +188,7 @@ class Verifier:
         used: PublicKeyInfo | None = None
         for key in self._keys(now):
             try:
-                decoded = _JWS.decode_complete(token, key.public_key, algorithms=[ALGORITHM])
+                decoded = jws.decode_complete(token, key.public_key, algorithms=[ALGORITHM])
             except jwt.InvalidSignatureError:
                 continue
             except jwt.InvalidAlgorithmError:
