@@ -128,9 +128,7 @@ def parse(data: bytes, passphrase: bytes | None, source: str) -> SigningKey:
         raise UnusableKey(f"key file {source}: the key is encrypted; set SIDECAR_KEY_PASSPHRASE_FILE")
     loader = serialization.load_pem_private_key if is_pem else serialization.load_der_private_key
     try:
-        # OpenSSL's own RSA check (primality tests of p and q) costs 35-50 ms of start-up, GIL held;
-        # _check_consistent below refuses the same corrupt keys in well under a millisecond.
-        key = loader(data, password=passphrase, unsafe_skip_rsa_key_validation=True)
+        key = loader(data, password=passphrase)
     except TypeError as exc:
         # cryptography: "Password was not given but private key is encrypted"
         # or "Password was given but private key is not encrypted".
@@ -151,38 +149,7 @@ def parse(data: bytes, passphrase: bytes | None, source: str) -> SigningKey:
         raise UnusableKey(f"key file {source}: {type(key).__name__.lstrip('_')} is not an RSA key; Synerise requires RSA (RS256)")
     if key.key_size < MIN_BITS:
         raise UnusableKey(f"key file {source}: RSA key has {key.key_size} bits; at least {MIN_BITS} are required")
-    if not _consistent(key):
-        raise UnusableKey(f"key file {source}: the RSA key's numbers do not fit together (a corrupt key)")
     return describe(key, source)
-
-
-def _consistent(key: rsa.RSAPrivateKey) -> bool:
-    """Whether ``key``'s numbers fit together and it signs what its public key verifies.
-
-    A key whose CRT numbers disagree signs wrong, and one wrong CRT signature
-    gives the private key away (the Bellcore attack): such a key must never
-    sign. This is what OpenSSL's key check guards against, without its
-    primality tests: the arithmetic relations, then one real signature checked
-    with the public key (which a composite ``p`` or ``q`` fails too).
-    """
-    n = key.private_numbers()
-    pub = n.public_numbers
-    if not (n.p * n.q == pub.n and n.p > 1 and n.q > 1 and pub.e > 1
-            and n.dmp1 == n.d % (n.p - 1) and n.dmq1 == n.d % (n.q - 1)
-            and pub.e * n.dmp1 % (n.p - 1) == 1 and pub.e * n.dmq1 % (n.q - 1) == 1
-            and n.iqmp * n.q % n.p == 1):
-        return False
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    probe = b"sidecar key check"
-    try:
-        key.public_key().verify(key.sign(probe, padding.PKCS1v15(), hashes.SHA256()), probe,
-                                padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def read_passphrase(path: str) -> bytes:
