@@ -113,7 +113,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         ids = correlation.enter(correlation.from_metadata(context.invocation_metadata()))
         try:
             if isinstance(request, errors.MalformedRequest):
-                raise request
+                # A fresh exception, not the parser's object: raising that one would tie its traceback to
+                # this frame, which holds it, and the cycle would keep the call (and its HTTP/2 stream,
+                # counted against the stream limit) alive until the garbage collector ran.
+                raise errors.InvalidArgument(request.field, request.rule, request.reason)
             return fn()
         except errors.SidecarError as exc:
             self.observer.rejected(rpc, exc.reason)
