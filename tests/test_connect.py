@@ -333,3 +333,28 @@ def test_correlation_headers_reach_the_audit_record(connect_sidecar) -> None:  #
     (line,) = [ln for ln in proc.wait_for_stderr("php-req-81").splitlines() if "php-req-81" in ln]
     record = json.loads(line)
     assert (record["event"], record["trace_id"], record["request_id"]) == ("token_issued", trace, "php-req-81")
+
+
+def test_scheduled_next_key_over_connect(connect_sidecar, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SPEC §8 over Connect: GetPublicKey carries nextKey, and a token asked for a day is capped at T."""
+    from tests.conftest import openssl
+
+    openssl("genpkey", "-out", "next.pem", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", cwd=tmp_path)
+    (tmp_path / "next.pem").chmod(0o600)
+    t = int(time.time()) + 3600
+    instant = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    _, targets = connect_sidecar(env={"SIDECAR_NEXT_KEY_FILE": str(tmp_path / "next.pem"),
+                                      "SIDECAR_NEXT_KEY_ACTIVATES_AT": instant})
+    c = Http(targets["unix"])
+    deadline = time.monotonic() + 10
+    while True:  # the watcher reads the schedule right after start
+        status, key = c.call("GetPublicKey", {})
+        if "nextKey" in key or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200 and key["nextKey"]["activatesAt"] == instant
+    assert key["nextKey"]["keyId"] != key["keyId"] and "BEGIN PUBLIC KEY" in key["nextKey"]["pem"]
+    status, body = c.call("IssueToken", {"email": EMAIL, "uuid": UUID_OTHER, "ttl": "86400s"})
+    assert status == 200
+    claims = jose_jwt.decode(body["token"]["jwt"], RSAKey.import_key(key["pem"]), algorithms=["RS256"]).claims
+    assert claims["exp"] <= t
