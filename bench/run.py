@@ -500,18 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "servers.log"
     log.write_bytes(b"")
-    loadavg = os.getloadavg()
-    print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
-    ones = [openssl_speed(a.openssl_seconds, None) for _ in range(a.rounds)]
-    sig1 = statistics.median(ones)
-    sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
-    print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f} (median of {', '.join(f'{x:,.0f}' for x in ones)}), "
-          f"-multi {a.cores} {sig_all:,.0f}", flush=True)
-    b = Bench(a, sig1, sig_all)
     keydir = Path(tempfile.mkdtemp(prefix="bench-keys-"))
     results: dict[str, object] = {}
     try:
-        peer_cmds = prepare_peers(a, keydir)
+        peer_cmds = prepare_peers(a, keydir)  # first: a missing node or go stops the run before it starts
+        loadavg = os.getloadavg()
+        print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
+        ones = [openssl_speed(a.openssl_seconds, None) for _ in range(a.rounds)]
+        sig1 = statistics.median(ones)
+        sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
+        print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f} (median of {', '.join(f'{x:,.0f}' for x in ones)}), "
+              f"-multi {a.cores} {sig_all:,.0f}", flush=True)
+        b = Bench(a, sig1, sig_all)
         make_key(keydir)
         if "sidecar" not in a.skip:
             results["sidecar"] = run_sidecar(b, keydir, log)
