@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,3 +106,8 @@ def test_peer_refuses_bad_input_naming_the_field(peer_stub: pb_grpc.IdentityServ
         peer_stub.IssueToken(req, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}:")
+
+
+def test_go_peer_is_gofmt_clean() -> None:
+    done = subprocess.run(["gofmt", "-l", str(peerproc.GO_DIR)], capture_output=True, text=True, check=True)
+    assert done.stdout == ""
