@@ -60,7 +60,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
 
 .PHONY: bench
-## bench: openssl speed, the sidecar, the seeds' Flask app; prints a table (BENCH_ARGS=--smoke for seconds)
+## bench: openssl speed, the sidecar, the Node and Go peers (bench/peers), the seeds' Flask app; prints a table (BENCH_ARGS=--smoke for seconds)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

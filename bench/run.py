@@ -11,9 +11,14 @@ One run measures, in this order:
    then another with the Connect listener (``--http-listen``) driven the same
    way over HTTP/1.1 JSON (aiohttp) on TCP and its Unix socket (``connect``);
 3. one caller, one call at a time, over the Unix socket: the latency one login sees;
-4. the seeds' Flask app (PEM text parsed on every call) and the same app with the
+4. the peers, the services a team would write instead (``bench/peers``, started by
+   ``bench/peerproc.py``): Node (``@grpc/grpc-js`` + ``jsonwebtoken``) and Go (``grpc-go``
+   + ``golang-jwt``), same proto, same claims, key parsed once, each its own process under
+   the same gRPC load (TCP, unique identities); a missing ``node`` or ``go`` stops the run
+   (``--skip node,go`` leaves them out);
+5. the seeds' Flask app (PEM text parsed on every call) and the same app with the
    key parsed once, both under gunicorn with one worker per core, same concurrency;
-5. RSS flatness: a fresh sidecar issuing unique tokens with the cache on, RSS
+6. RSS flatness: a fresh sidecar issuing unique tokens with the cache on, RSS
    read after the first and the second count (``--rss-counts``).
 
 It prints a table, and writes ``results.json`` and ``results.png`` to ``--out``.
@@ -58,6 +63,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 import loadgen  # noqa: E402  (bench modules beside this file)
+import peerproc  # noqa: E402
 import procstat  # noqa: E402
 
 
@@ -259,7 +265,7 @@ class Bench:
         return row
 
     def grpc(self, name: str, pid: int, target: str, transport: str, repeated: bool, concurrency: int | None = None,
-             channels: int | None = None) -> Row:
+             channels: int | None = None, server: str = "sidecar") -> Row:
         a = self.args
         conc = concurrency or a.concurrency
         chans = channels or a.channels
@@ -271,7 +277,7 @@ class Bench:
             return loadgen.grpc_load(target, concurrency=conc, duration=a.duration, channels=chans,
                                      repeated=repeated, start_at=self.ids())
 
-        return self.measure(name, "sidecar", transport, "repeated" if repeated else "unique", pid, run)
+        return self.measure(name, server, transport, "repeated" if repeated else "unique", pid, run)
 
 
 def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
@@ -311,6 +317,32 @@ def run_connect(b: Bench, keydir: Path, log: Path) -> None:
                                                 repeated=repeated, start_at=b.ids())
 
                 b.measure(name, "sidecar", f"connect-{transport}", "repeated" if repeated else "unique", proc.pid, run)
+
+
+#: The peers' rows, by ``--skip`` name.
+PEER_ROWS = {"node": "Node peer TCP, unique", "go": "Go peer TCP, unique"}
+
+
+def prepare_peers(a: argparse.Namespace, workdir: Path) -> dict[str, list[str]]:
+    """Install/build the peers not skipped, before anything is measured: a missing toolchain stops the run."""
+    cmds = {}
+    for kind in PEER_ROWS:
+        if kind in a.skip:
+            continue
+        try:
+            cmds[kind] = peerproc.prepare(kind, workdir)
+        except peerproc.PeerUnavailable as exc:
+            raise SystemExit(f"bench/run.py: the {kind} peer: {exc}\n(`--skip {kind}` leaves it out of the run)") from exc
+    return cmds
+
+
+def run_peers(b: Bench, cmds: dict[str, list[str]], keydir: Path, log: Path) -> None:
+    """Each peer as its own process, under the sidecar's gRPC load: TCP, unique identities, its channels."""
+    for kind, cmd in cmds.items():
+        print(f"peer {peerproc.DESCRIPTION[kind]} ({' '.join(Path(c).name for c in cmd)})", flush=True)
+        with peerproc.serve(cmd, keydir / "private.pem", log) as (proc, addr):
+            b.grpc(PEER_ROWS[kind], proc.pid, addr, "tcp", repeated=False,
+                   server=peerproc.DESCRIPTION[kind])
 
 
 def run_flask(b: Bench, keydir: Path, log: Path) -> None:
@@ -371,6 +403,10 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     by = {r.name: r for r in rows}
     out: dict[str, float] = {}
     fresh = by.get("sidecar TCP, unique")
+    # CPU per token: how many times the sidecar's the peer spends (the issue's targets: >= 1.5 Node, >= 3 Go).
+    for kind, other in PEER_ROWS.items():
+        if fresh and other in by and fresh.cpu_per_token_sigs:
+            out[f"{kind}_cpu_per_token_over_sidecar"] = round(by[other].cpu_per_token_sigs / fresh.cpu_per_token_sigs, 2)
     for other, key in (("Flask, key preloaded", "sidecar_vs_flask_preloaded"),
                        ("Flask seed (PEM per call)", "sidecar_vs_flask_seed")):
         if fresh and other in by and by[other].tokens_per_s:
@@ -429,7 +465,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tokens issued before the two RSS readings (the issue's figure: 100000,1000000)")
     p.add_argument("--rss-cache-size", type=int, default=100_000, help="--token-cache-size of the RSS run (100000)")
     p.add_argument("--rss-timeout", type=float, default=900, help="give up an RSS leg after this many seconds")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: openssl-multi,sidecar,connect,flask,rss")
+    p.add_argument("--skip", default="",
+                   help="comma list of parts to skip: openssl-multi,sidecar,connect,node,go,flask,rss")
     p.add_argument("--out", default=str(HERE / "results"), help="directory for results.json and results.png")
     p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the bench runs, measures nothing")
     a = p.parse_args(argv)
@@ -463,22 +500,24 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "servers.log"
     log.write_bytes(b"")
-    loadavg = os.getloadavg()
-    print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
-    ones = [openssl_speed(a.openssl_seconds, None) for _ in range(a.rounds)]
-    sig1 = statistics.median(ones)
-    sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
-    print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f} (median of {', '.join(f'{x:,.0f}' for x in ones)}), "
-          f"-multi {a.cores} {sig_all:,.0f}", flush=True)
-    b = Bench(a, sig1, sig_all)
     keydir = Path(tempfile.mkdtemp(prefix="bench-keys-"))
     results: dict[str, object] = {}
     try:
+        peer_cmds = prepare_peers(a, keydir)  # first: a missing node or go stops the run before it starts
+        loadavg = os.getloadavg()
+        print(f"{a.cores} cores, load average {loadavg[0]:.2f} at start", flush=True)
+        ones = [openssl_speed(a.openssl_seconds, None) for _ in range(a.rounds)]
+        sig1 = statistics.median(ones)
+        sig_all = sig1 * a.cores if "openssl-multi" in a.skip else openssl_speed(a.openssl_seconds, a.cores)
+        print(f"openssl rsa2048 sign/s: 1 core {sig1:,.0f} (median of {', '.join(f'{x:,.0f}' for x in ones)}), "
+              f"-multi {a.cores} {sig_all:,.0f}", flush=True)
+        b = Bench(a, sig1, sig_all)
         make_key(keydir)
         if "sidecar" not in a.skip:
             results["sidecar"] = run_sidecar(b, keydir, log)
         if "connect" not in a.skip:
             run_connect(b, keydir, log)
+        run_peers(b, peer_cmds, keydir, log)
         if "flask" not in a.skip:
             run_flask(b, keydir, log)
         if "rss" not in a.skip:
