@@ -213,22 +213,29 @@ class _Loop:
 
     Any thread may take any event of the queue, so one loop can count a call in
     and another count it out: a single count can go negative, their sum is exact.
+
+    ``gate`` is held while this loop posts an operation to the queue;
+    :meth:`FastPath.stop` takes every loop's gate to shut the queue down, so no
+    operation is ever posted to a shut-down queue (grpc core aborts the process).
+    Only ``stop`` contends for it.
     """
 
     def __init__(self, fast: FastPath, index: int) -> None:
         self.fast = fast
         self.in_flight = 0
+        self.gate = threading.Lock()
         self.thread = threading.Thread(target=self.run, name=f"fastpath-{index}", daemon=True)
 
     def request(self, method: Method) -> None:
         """Ask core for the next call of ``method`` (not once the server is shutting down)."""
         fast = self.fast
-        if fast.stopping:
-            return
-        try:
-            fast.core_server.request_registered_call(fast.queue, fast.queue, method.path, method)
-        except ValueError:  # the server began shutting down meanwhile
-            pass
+        with self.gate:
+            if fast.stopping:
+                return
+            try:
+                fast.core_server.request_registered_call(fast.queue, fast.queue, method.path, method)
+            except ValueError:  # the server began shutting down meanwhile
+                pass
 
     def run(self) -> None:
         fast = self.fast
@@ -271,7 +278,9 @@ class _Loop:
                                 "server busy: too many calls waiting for their request message on this connection",
                                 _UNCOUNTED)
                     return
-            refused = call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0
+            with self.gate:
+                refused = (self.fast.stopping
+                           or call.start_server_batch((cygrpc.ReceiveMessageOperation(_NO_FLAGS),), tag) != 0)
         except Exception:
             log.exception("fast path: cannot read the request of %s", method.name)
             self._abandon(tag, "INTERNAL", counted=False)
@@ -329,7 +338,9 @@ class _Loop:
                     cygrpc.ReceiveCloseOnServerOperation(_NO_FLAGS))
             tag.method.series.done(code.name, tag.started)  # before the caller can see the answer, as on stock
             reported = True
-            if tag.event.call.start_server_batch(ops, final) != 0 and final is _FINISHED:
+            with self.gate:
+                posted = not self.fast.stopping and tag.event.call.start_server_batch(ops, final) == 0
+            if not posted and final is _FINISHED:
                 self.in_flight -= 1
         except Exception:
             log.exception("fast path: cannot answer a call of %s", tag.method.name)
@@ -414,8 +425,14 @@ class FastPath:
 
     def stop(self) -> None:
         """After the server's shutdown: end the polling threads."""
-        self.stopping = True
-        self.queue.shutdown()
+        for loop in self._loops:  # no loop is posting to the queue while it shuts down
+            loop.gate.acquire()
+        try:
+            self.stopping = True
+            self.queue.shutdown()
+        finally:
+            for loop in self._loops:
+                loop.gate.release()
         for loop in self._loops:
             loop.thread.join(timeout=10)
 
