@@ -11,13 +11,15 @@ to the source) in that object.
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import generated  # (beside this file)
+
+ROOT = generated.ROOT
 SOURCE = ROOT / "deploy" / "prometheus" / "alerts.yml"
 TARGET = ROOT / "deploy" / "kubernetes" / "monitoring" / "prometheusrule.yaml"
 
@@ -52,21 +54,8 @@ def render(source: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when the file is not what would be written")
-    args = parser.parse_args(argv)
-    wanted = render(SOURCE.read_text())
-    current = TARGET.read_text() if TARGET.exists() else ""
-    if current == wanted:
-        return 0
-    if args.check:
-        diff = difflib.unified_diff(current.splitlines(), wanted.splitlines(), str(TARGET), "generated", lineterm="")
-        print("\n".join(diff))
-        print(f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_prometheus_rule.py", file=sys.stderr)
-        return 1
-    TARGET.write_text(wanted)
-    print(f"wrote {TARGET.relative_to(ROOT)}")
-    return 0
+    return generated.main(TARGET, lambda: render(SOURCE.read_text()), script="gen_prometheus_rule.py",
+                          description=__doc__.splitlines()[0], argv=argv)
 
 
 if __name__ == "__main__":

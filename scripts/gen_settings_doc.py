@@ -9,14 +9,15 @@ is generated; the prose around it is left as written.
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+import generated  # noqa: E402  (beside this file)
+
+ROOT = generated.ROOT
 
 from sidecar.cli.config import SETTINGS  # noqa: E402
 from sidecar.cli.settings import Setting, doc_table  # noqa: E402
@@ -36,21 +37,8 @@ def render(text: str, settings: Sequence[Setting] = SETTINGS) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 when the page is not what would be written")
-    args = parser.parse_args(argv)
-    current = DOC.read_text()
-    wanted = render(current)
-    if current == wanted:
-        return 0
-    if args.check:
-        diff = difflib.unified_diff(current.splitlines(), wanted.splitlines(), str(DOC), "generated", lineterm="")
-        print("\n".join(diff))
-        print(f"{DOC.relative_to(ROOT)} is stale: run python scripts/gen_settings_doc.py", file=sys.stderr)
-        return 1
-    DOC.write_text(wanted)
-    print(f"wrote {DOC.relative_to(ROOT)}")
-    return 0
+    return generated.main(DOC, lambda: render(DOC.read_text()), script="gen_settings_doc.py",
+                          description=__doc__.splitlines()[0], argv=argv)
 
 
 if __name__ == "__main__":

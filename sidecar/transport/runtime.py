@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from sidecar.domain import errors
+from sidecar.ops.supervisor import flush_logs
 from sidecar.service.usecases import Sidecar
 from sidecar.transport import fastpath, reflection
 from sidecar.transport.admission import PendingCalls
@@ -88,15 +89,6 @@ def check_unix_listen(addr: str) -> Path:
 SELF_CHECK_FAILURES = 3
 #: Seconds between two self-checks.
 SELF_CHECK_INTERVAL = 1.0
-
-
-def flush_logs() -> None:
-    """Write out queued log lines before ``os._exit`` (the handlers bound how long a stalled stderr holds it)."""
-    for handler in logging.getLogger().handlers:
-        try:
-            handler.flush()
-        except Exception:  # noqa: BLE001 - leaving anyway
-            pass
 
 
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
