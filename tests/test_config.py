@@ -198,3 +198,27 @@ def test_the_connect_listener_is_off_unless_set_or_in_development_mode():
     assert from_sources({}, production).http_addresses == ()
     assert from_sources({}, {**production, "SIDECAR_HTTP_LISTEN": "0.0.0.0:1", "SIDECAR_INSECURE_TCP": "1"}
                         ).http_addresses == ("0.0.0.0:1",)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"SIDECAR_REQUEST_READ_TIMEOUT": "0"}, "SIDECAR_REQUEST_READ_TIMEOUT: must be more than 0 and at most 60s, got '0'"),
+    ({"SIDECAR_REQUEST_READ_TIMEOUT": "2m"}, "SIDECAR_REQUEST_READ_TIMEOUT: must be more than 0 and at most 60s, got '2m'"),
+    ({"SIDECAR_MAX_PENDING_CALLS": "0"}, "SIDECAR_MAX_PENDING_CALLS: must be at least 1 and at most 100000, got '0'"),
+    ({"SIDECAR_MAX_PENDING_PER_CONNECTION": "0"},
+     "SIDECAR_MAX_PENDING_PER_CONNECTION: must be at least 1 and at most 100000, got '0'"),
+    ({"SIDECAR_MAX_STREAMS_PER_CONNECTION": "0"},
+     "SIDECAR_MAX_STREAMS_PER_CONNECTION: must be at least 1 and at most 100000, got '0'"),
+    ({"SIDECAR_MAX_CONNECTIONS": "many"}, "SIDECAR_MAX_CONNECTIONS: must be a whole number, got 'many'"),
+    ({"SIDECAR_CONNECTION_IDLE_TIMEOUT": "99d"}, "SIDECAR_CONNECTION_IDLE_TIMEOUT: must be at most 24h, got '99d'"),
+    ({"SIDECAR_SELF_CHECK_TIMEOUT": "2h"}, "SIDECAR_SELF_CHECK_TIMEOUT: must be at most 1m, got '2h'"),
+    ({"SIDECAR_HEALTH_MAX_WATCHERS": "0"}, "SIDECAR_HEALTH_MAX_WATCHERS: must be at least 1 and at most 1024, got '0'"),
+    ({"SIDECAR_TOKEN_CACHE_BYTES": "lots"}, "SIDECAR_TOKEN_CACHE_BYTES: must be a whole number, got 'lots'"),
+    ({"SIDECAR_HTTP_LISTEN": "nohost"}, "SIDECAR_HTTP_LISTEN: 'nohost' is not host:port"),
+    ({"SIDECAR_NEXT_KEY_ACTIVATES_AT": "2026-12-03T10:00:00Z"},
+     "SIDECAR_NEXT_KEY_FILE and SIDECAR_NEXT_KEY_ACTIVATES_AT: set both or neither"),
+])
+def test_the_settings_of_this_round_refuse_bad_values_by_name_and_rule(env, message):
+    """Issues 15, 18 and 19's settings: a bad value is one ConfigError naming the variable and its rule."""
+    with pytest.raises(ConfigError) as err:
+        from_sources({}, env)
+    assert str(err.value) == message
