@@ -209,9 +209,11 @@ def test_reopened_stalled_calls_starve_no_one(start_server, call_path) -> None:
 # -- finding 4 and 7: a stalled or closed log reader ----------------------------------------------
 
 
-def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None, nofile: int | None = None):
+def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None, nofile: int | None = None,
+                       read_end: int | None = None):
     """``sidecar serve`` (development mode) with ``stderr`` as its fd 2 and at most ``nofile`` open
-    files; (process, address, metrics address)."""
+    files; (process, address, metrics address). ``read_end``: the pipe's other end, whose content
+    a failure to start reports."""
     import os
     import resource
     import subprocess
@@ -224,11 +226,22 @@ def _serve_with_stderr(stderr, *args: str, env: dict[str, str] | None = None, no
 
     addr, metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-    full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": metrics, "PYTHONPATH": str(ROOT)})
+    full_env.update({"SIDECAR_LISTEN": addr, "SIDECAR_METRICS_ADDR": metrics, "SIDECAR_HTTP_LISTEN": "",
+                     "PYTHONPATH": str(ROOT)})
     full_env.update(env or {})
     proc = subprocess.Popen(sidecar_cmd("serve", *args), env=full_env, cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True, preexec_fn=limit)
-    wait_serving(addr, proc)
+
+    def written() -> str:
+        if read_end is None:
+            return ""
+        os.set_blocking(read_end, False)
+        try:
+            return os.read(read_end, 1 << 16).decode("utf-8", "replace")
+        except BlockingIOError:
+            return "(nothing on stderr)"
+
+    wait_serving(addr, proc, log=written)
     return proc, addr, metrics
 
 
@@ -265,7 +278,7 @@ def test_a_stalled_stderr_reader_blocks_no_call() -> None:
 
     read_end, write_end = os.pipe()
     try:
-        proc, addr, metrics = _serve_with_stderr(write_end, "--grace", "2s")
+        proc, addr, metrics = _serve_with_stderr(write_end, "--grace", "2s", read_end=read_end)
     finally:
         os.close(write_end)
     try:

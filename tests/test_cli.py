@@ -117,6 +117,17 @@ def test_serves_with_each_key_form_and_drains_on_sigterm(spawn_sidecar, openssl_
     assert "DEVELOPMENT MODE" not in err
 
 
+def test_a_fatal_signal_leaves_every_threads_stack_and_nothing_of_the_key(spawn_sidecar, openssl_keys):
+    """An abort (grpc core's assertions end in SIGABRT) is diagnosable from the log: faulthandler writes
+    each thread's Python stack to stderr; no key material is in it."""
+    p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(openssl_keys / "private.pem"), "SIDECAR_UUID_SALT": "s"})
+    code, err = p.stop(signal.SIGABRT)
+    assert code == -signal.SIGABRT, err
+    assert "Fatal Python error: Aborted" in err
+    assert "transport/runtime.py" in err and "transport/fastpath.py" in err  # the main thread, a fast-path one
+    assert "PRIVATE KEY" not in err and (openssl_keys / "private.pem").read_text().splitlines()[1] not in err
+
+
 def test_passphrase_key_serves(spawn_sidecar, odd_keys):
     p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(odd_keys / "encrypted.pem"), "SIDECAR_UUID_SALT": "",
                            "SIDECAR_KEY_PASSPHRASE_FILE": str(odd_keys / "pass.txt")})

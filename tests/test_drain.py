@@ -101,3 +101,23 @@ def test_second_sigterm_exits_at_once(spawn_sidecar, openssl_keys) -> None:
     assert code == 1
     _, err = p.stop()
     assert "second SIGTERM: exiting now" in err
+
+
+def test_sigterm_taken_by_another_thread_still_drains(spawn_sidecar, openssl_keys) -> None:
+    """The kernel may hand a process's SIGTERM to any thread (grpc's own, granian's): the main thread,
+    waiting for the drain, still runs the handler (it used to sleep on, the signal lost)."""
+    import ctypes
+    import os
+    from pathlib import Path
+
+    p = spawn_sidecar("--key-file", str(openssl_keys / "private.pem"), "--uuid-salt", "s", "--grace", "2s")
+    tasks = os.listdir(f"/proc/{p.proc.pid}/task")
+    names = {tid: Path(f"/proc/{p.proc.pid}/task/{tid}/comm").read_text().strip() for tid in tasks}
+    native = sorted(tid for tid, name in names.items() if int(tid) != p.proc.pid and name != "python")
+    assert native, names  # grpc core's threads (grpc_global_tim, event_engine, ...)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(p.proc.pid, int(native[0]), signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
+    code = p.proc.wait(timeout=10)
+    _, err = p.stop()
+    assert code == 0, err
+    assert "SIGTERM: draining" in err

@@ -7,6 +7,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
@@ -112,6 +113,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     flags = {s.name: getattr(args, s.name, None) for s in config_mod.SETTINGS}
     cfg = config_mod.from_sources(flags)
     _setup_logging(cfg.log_level, cfg.audit_format)
+    # A fatal signal (an abort inside grpc core, say) leaves every thread's Python stack on stderr:
+    # names and lines only, no values, so nothing of the key.
+    faulthandler.enable(all_threads=True)
     # Before any thread starts: threads and worker processes inherit the policy.
     problem = sched.apply(cfg.sched_policy)
     if problem:

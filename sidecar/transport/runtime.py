@@ -89,6 +89,8 @@ def check_unix_listen(addr: str) -> Path:
 SELF_CHECK_FAILURES = 3
 #: Seconds between two self-checks.
 SELF_CHECK_INTERVAL = 1.0
+#: How often the main thread wakes while it waits for the drain (to run a pending signal handler).
+WAIT_SLICE = 0.5
 
 
 def _add_port(server: grpc.Server, addr: str, credentials: grpc.ServerCredentials | None, setting: str) -> int:
@@ -269,7 +271,10 @@ class Runtime:
         self._stopped.set()
 
     def wait(self) -> None:
-        self._stopped.wait()
+        # In slices: a signal the kernel hands to another thread (grpc's, granian's) only sets
+        # Python's flag, and a main thread blocked without a timeout would never run its handler.
+        while not self._stopped.wait(WAIT_SLICE):
+            pass
 
     def _hard_stop(self, grace: float) -> None:
         """The drain's hard bound: whatever still runs ``hard_stop`` seconds past the grace period."""
