@@ -1,4 +1,5 @@
-"""The peers: the services a team would write instead of the sidecar, built and started as processes.
+"""The peers: the services a team would write instead of the sidecar, built and started as processes;
+and the floors under the sidecar (``bench/peers/floor``: its fast path with a fixed answer, or signing only).
 
 ``bench/peers/node`` (``@grpc/grpc-js`` + ``jsonwebtoken``) and ``bench/peers/go`` (``grpc-go`` +
 ``golang-jwt``, Debian's, built offline in GOPATH mode) serve ``IssueToken`` from the same proto with
@@ -16,6 +17,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,7 +28,10 @@ HERE = Path(__file__).resolve().parent
 NODE_DIR = HERE / "peers" / "node"
 GO_DIR = HERE / "peers" / "go"
 #: What each peer is, for tables and messages.
-DESCRIPTION = {"node": "Node: @grpc/grpc-js + jsonwebtoken", "go": "Go: grpc-go + golang-jwt"}
+DESCRIPTION = {"node": "Node: @grpc/grpc-js + jsonwebtoken", "go": "Go: grpc-go + golang-jwt",
+               "floor-answer": "floor: the sidecar's fast path, a fixed answer",
+               "floor-sign": "floor: the sidecar's fast path, a signature and nothing else"}
+FLOOR = HERE / "peers" / "floor" / "server.py"
 
 
 class PeerUnavailable(RuntimeError):
@@ -77,16 +82,20 @@ def prepare(kind: str, workdir: Path) -> list[str]:
         return ["node", str(NODE_DIR / "server.js")]
     if kind == "go":
         return [str(build_go(workdir))]
-    raise ValueError(f"unknown peer {kind!r} (node, go)")
+    if kind in ("floor-answer", "floor-sign"):
+        return [sys.executable, str(FLOOR), "--mode", kind.removeprefix("floor-")]
+    raise ValueError(f"unknown peer {kind!r} (node, go, floor-answer, floor-sign)")
 
 
 @contextmanager
-def serve(cmd: list[str], key_file: Path, log: Path, timeout: float = 30) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Start a prepared peer on 127.0.0.1 (a port of its own choosing); yield it and its ``host:port``.
+def serve(cmd: list[str], key_file: Path, log: Path, timeout: float = 30,
+          listen: str = "127.0.0.1:0") -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start a prepared peer on ``listen`` (127.0.0.1, a port of its own choosing; the floors also take
+    ``unix:///path``); yield it and the address it reported.
 
-    The peer prints ``listening HOST:PORT`` once bound; its stderr goes to ``log``."""
+    The peer prints ``listening ADDRESS`` once bound; its stderr goes to ``log``."""
     with log.open("ab") as err:
-        proc = subprocess.Popen([*cmd, str(key_file), "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen([*cmd, str(key_file), listen], stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     try:
         deadline = time.monotonic() + timeout

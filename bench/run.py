@@ -15,7 +15,9 @@ One run measures, in this order:
    ``bench/peerproc.py``): Node (``@grpc/grpc-js`` + ``jsonwebtoken``) and Go (``grpc-go``
    + ``golang-jwt``), same proto, same claims, key parsed once, each its own process under
    the same gRPC load (TCP, unique identities); a missing ``node`` or ``go`` stops the run
-   (``--skip node,go`` leaves them out);
+   (``--skip node,go`` leaves them out); and the floors under the sidecar
+   (``bench/peers/floor``): its own fast call path answering a fixed response, and
+   signing a token and nothing else (``--skip floor``);
 5. the seeds' Flask app (PEM text parsed on every call) and the same app with the
    key parsed once, both under gunicorn with one worker per core, same concurrency;
 6. RSS flatness: a fresh sidecar issuing unique tokens with the cache on, RSS
@@ -291,12 +293,9 @@ def run_sidecar(b: Bench, keydir: Path, log: Path) -> dict[str, object]:
         b.grpc("sidecar TCP, repeated (cache)", proc.pid, tcp, "tcp", repeated=True)
         b.grpc("sidecar Unix, unique", proc.pid, unix, "unix", repeated=False)
         b.grpc("sidecar Unix, repeated (cache)", proc.pid, unix, "unix", repeated=True)
-        lat = loadgen.one_caller(unix, a.latency_calls, a.duration * 2)
-        extra["one_caller_unix"] = {"calls": lat.calls, "p50_ms": round(lat.percentile(50) * 1e3, 3),
-                                    "p99_ms": round(lat.percentile(99) * 1e3, 3),
-                                    "max_ms": round(max(lat.latencies) * 1e3, 3) if lat.latencies else None}
-        print(f"  one caller over Unix socket: {lat.calls} calls, p50 {extra['one_caller_unix']['p50_ms']} ms, "  # type: ignore[index]
-              f"p99 {extra['one_caller_unix']['p99_ms']} ms", flush=True)  # type: ignore[index]
+        lat = extra["one_caller_unix"] = one_caller(unix, a)
+        print(f"  one caller over Unix socket: {lat['calls']} calls, p50 {lat['p50_ms']} ms, "
+              f"p99 {lat['p99_ms']} ms", flush=True)
     return extra
 
 
@@ -320,14 +319,17 @@ def run_connect(b: Bench, keydir: Path, log: Path) -> None:
 
 
 #: The peers' rows, by ``--skip`` name.
-PEER_ROWS = {"node": "Node peer TCP, unique", "go": "Go peer TCP, unique"}
+PEER_ROWS = {"node": "Node peer TCP, unique", "go": "Go peer TCP, unique",
+             "floor-answer": "floor TCP: fast path, fixed answer", "floor-sign": "floor TCP: fast path, sign only"}
+#: The peers a team would write instead (the issue's ratios); the rest are floors under the sidecar.
+TEAM_PEERS = ("node", "go")
 
 
 def prepare_peers(a: argparse.Namespace, workdir: Path) -> dict[str, list[str]]:
     """Install/build the peers not skipped, before anything is measured: a missing toolchain stops the run."""
     cmds = {}
     for kind in PEER_ROWS:
-        if kind in a.skip:
+        if kind in a.skip or (kind.startswith("floor-") and "floor" in a.skip):
             continue
         try:
             cmds[kind] = peerproc.prepare(kind, workdir)
@@ -336,13 +338,30 @@ def prepare_peers(a: argparse.Namespace, workdir: Path) -> dict[str, list[str]]:
     return cmds
 
 
-def run_peers(b: Bench, cmds: dict[str, list[str]], keydir: Path, log: Path) -> None:
-    """Each peer as its own process, under the sidecar's gRPC load: TCP, unique identities, its channels."""
+def one_caller(target: str, a: argparse.Namespace) -> dict[str, object]:
+    """One blocking caller over ``target``: p50, p99 and max in ms."""
+    lat = loadgen.one_caller(target, a.latency_calls, a.duration * 2)
+    return {"calls": lat.calls, "p50_ms": round(lat.percentile(50) * 1e3, 3),
+            "p99_ms": round(lat.percentile(99) * 1e3, 3),
+            "max_ms": round(max(lat.latencies) * 1e3, 3) if lat.latencies else None}
+
+
+def run_peers(b: Bench, cmds: dict[str, list[str]], keydir: Path, log: Path) -> dict[str, object]:
+    """Each peer as its own process, under the sidecar's gRPC load: TCP, unique identities, its channels.
+    The floors also get the one-caller latency run over a Unix socket, as the sidecar does."""
+    extra: dict[str, object] = {}
     for kind, cmd in cmds.items():
         print(f"peer {peerproc.DESCRIPTION[kind]} ({' '.join(Path(c).name for c in cmd)})", flush=True)
         with peerproc.serve(cmd, keydir / "private.pem", log) as (proc, addr):
             b.grpc(PEER_ROWS[kind], proc.pid, addr, "tcp", repeated=False,
                    server=peerproc.DESCRIPTION[kind])
+        if kind.startswith("floor-"):
+            sock = f"unix://{keydir / (kind + '.sock')}"
+            with peerproc.serve(cmd, keydir / "private.pem", log, listen=sock) as (_proc, addr):
+                extra[f"one_caller_unix_{kind}"] = lat = one_caller(addr, b.args)
+            print(f"  one caller over Unix socket: {lat['calls']} calls, p50 {lat['p50_ms']} ms, "
+                  f"p99 {lat['p99_ms']} ms", flush=True)
+    return extra
 
 
 def run_flask(b: Bench, keydir: Path, log: Path) -> None:
@@ -404,7 +423,8 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     out: dict[str, float] = {}
     fresh = by.get("sidecar TCP, unique")
     # CPU per token: how many times the sidecar's the peer spends (the issue's targets: >= 1.5 Node, >= 3 Go).
-    for kind, other in PEER_ROWS.items():
+    for kind in TEAM_PEERS:
+        other = PEER_ROWS[kind]
         if fresh and other in by and fresh.cpu_per_token_sigs:
             out[f"{kind}_cpu_per_token_over_sidecar"] = round(by[other].cpu_per_token_sigs / fresh.cpu_per_token_sigs, 2)
     for other, key in (("Flask, key preloaded", "sidecar_vs_flask_preloaded"),
@@ -466,7 +486,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rss-cache-size", type=int, default=100_000, help="--token-cache-size of the RSS run (100000)")
     p.add_argument("--rss-timeout", type=float, default=900, help="give up an RSS leg after this many seconds")
     p.add_argument("--skip", default="",
-                   help="comma list of parts to skip: openssl-multi,sidecar,connect,node,go,flask,rss")
+                   help="comma list of parts to skip: openssl-multi,sidecar,connect,node,go,floor,flask,rss")
     p.add_argument("--out", default=str(HERE / "results"), help="directory for results.json and results.png")
     p.add_argument("--smoke", action="store_true", help="a few seconds in all: checks the bench runs, measures nothing")
     a = p.parse_args(argv)
@@ -517,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             results["sidecar"] = run_sidecar(b, keydir, log)
         if "connect" not in a.skip:
             run_connect(b, keydir, log)
-        run_peers(b, peer_cmds, keydir, log)
+        results["peers"] = run_peers(b, peer_cmds, keydir, log)
         if "flask" not in a.skip:
             run_flask(b, keydir, log)
         if "rss" not in a.skip:
@@ -528,10 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     r = ratios(b.rows)
-    side = results.get("sidecar", {})
-    if isinstance(side, dict) and "one_caller_unix" in side:
-        print(f"\none caller over the Unix socket: p50 {side['one_caller_unix']['p50_ms']} ms, "
-              f"p99 {side['one_caller_unix']['p99_ms']} ms")
+    sig_ms = 1e3 / sig1
+    print()
+    for name, part, key in (("sidecar", "sidecar", "one_caller_unix"),
+                            ("floor, sign only", "peers", "one_caller_unix_floor-sign"),
+                            ("floor, fixed answer", "peers", "one_caller_unix_floor-answer")):
+        got = results.get(part, {})
+        if isinstance(got, dict) and key in got:
+            lat = got[key]
+            print(f"one caller over the Unix socket, {name}: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "
+                  f"({lat['p99_ms'] / sig_ms:.1f} signatures' time)")
     rss = results.get("rss")
     if isinstance(rss, dict) and rss.get("points"):
         pts = rss["points"]

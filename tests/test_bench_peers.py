@@ -111,3 +111,26 @@ def test_peer_refuses_bad_input_naming_the_field(peer_stub: pb_grpc.IdentityServ
 def test_go_peer_is_gofmt_clean() -> None:
     done = subprocess.run(["gofmt", "-l", str(peerproc.GO_DIR)], capture_output=True, text=True, check=True)
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("listen", ["tcp", "unix"])
+def test_the_floors_answer_and_the_sign_floor_signs_a_real_token(openssl_keys: Path, short_tmp: Path,
+                                                                 tmp_path: Path, listen: str) -> None:
+    """The floors under the sidecar (bench/peers/floor) serve IssueToken over its fast path: the fixed
+    answer is the same response every time; the sign-only floor's token verifies under the openssl key
+    with the request's claims (so its row measures a real signature)."""
+    address = "127.0.0.1:0" if listen == "tcp" else f"unix://{short_tmp / 'floor.sock'}"
+    public = RSAKey.import_key((openssl_keys / "public.pem").read_text())
+    for kind in ("floor-answer", "floor-sign"):
+        cmd = peerproc.prepare(kind, tmp_path)
+        with peerproc.serve(cmd, openssl_keys / "private.pem", tmp_path / "floor.log", listen=address) as (_p, addr), \
+                grpc.insecure_channel(addr) as channel:
+            stub = pb_grpc.IdentityServiceStub(channel)
+            first, second = (stub.IssueToken(pb.IssueTokenRequest(email=f"f{n}@example.com", uuid=UUID.lower()),
+                                             timeout=10).token for n in range(2))
+        if kind == "floor-answer":
+            assert first == second and len(first.jwt) > 500
+            continue
+        claims = jwt.decode(second.jwt, public, algorithms=["RS256"]).claims
+        assert claims == {"exp": second.expires_at.seconds, "uuid": UUID.lower(), "email": "f1@example.com"}
+        assert first.jwt != second.jwt

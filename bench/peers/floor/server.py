@@ -1,0 +1,117 @@
+"""The floor under the sidecar: its own fast call path with (almost) nothing on it, for bench/run.py.
+
+Two servers on the very grpc core server, completion queue and polling threads
+the sidecar uses (:class:`sidecar.transport.fastpath.FastPath`, one thread per
+CPU, SCHED_BATCH as the sidecar's default), differing only in what a call does:
+
+- ``--mode answer``: ``IssueToken`` returns one response built at start. No
+  parsing of the claims, no signature, no guards, metrics, audit or cache:
+  what grpc core, HTTP/2, the kernel and the fast path's loop cost per call.
+- ``--mode sign``: ``IssueToken`` signs a token for the request's email and uuid
+  (JSON payload, base64url, ``cryptography``'s RS256, key parsed once), and does
+  nothing else: what a fresh token costs at the least on this transport.
+
+The sidecar's own rows minus these are what its features cost per call
+(validation, the token cache, the guards, RPC and token metrics, the audit record).
+
+    python bench/peers/floor/server.py [--mode answer|sign] KEY_FILE [HOST:PORT | unix:///PATH]
+
+Prints ``listening HOST:PORT`` (or the ``unix://`` address) on stdout once bound; SIGTERM or SIGINT stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
+
+from sidecar.ops import sched  # noqa: E402
+from sidecar.transport import fastpath  # noqa: E402
+from sidecar.v1 import identity_pb2 as pb  # noqa: E402
+
+HEADER = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=")
+TTL = 24 * 3600
+
+
+def b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+class Answer:
+    """Every method: the same response, built once."""
+
+    def __init__(self) -> None:
+        self.response = pb.IssueTokenResponse()
+        self.response.token.jwt = "x" * 520  # about a real token's length
+        self.response.token.key_id = "k" * 43
+
+    def __getattr__(self, name: str) -> object:
+        return lambda _request, _context: self.response
+
+
+class Sign:
+    """``IssueToken`` signs the request's claims; nothing else."""
+
+    def __init__(self, key_file: str) -> None:
+        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+        self.sign = key.sign  # type: ignore[union-attr]
+        self.encode = json.JSONEncoder(separators=(",", ":")).encode
+
+    def IssueToken(self, request: pb.IssueTokenRequest, _context: object) -> pb.IssueTokenResponse:
+        exp = int(time.time()) + TTL
+        signing_input = HEADER + b"." + b64url(self.encode({"exp": exp, "uuid": request.uuid,
+                                                            "email": request.email}).encode())
+        response = pb.IssueTokenResponse()
+        token = response.token
+        token.jwt = (signing_input + b"." + b64url(self.sign(signing_input, padding.PKCS1v15(), hashes.SHA256()))
+                     ).decode("ascii")
+        token.expires_at.seconds = exp
+        return response
+
+    def __getattr__(self, name: str) -> object:
+        return lambda _request, _context: pb.IssueTokenResponse()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mode", choices=("answer", "sign"), default="answer")
+    p.add_argument("key_file")
+    p.add_argument("listen", nargs="?", default="127.0.0.1:0")
+    a = p.parse_args()
+    problem = sched.apply("batch")
+    if problem:
+        print(f"SCHED_BATCH not applied: {problem}", file=sys.stderr)
+    servicer = Answer() if a.mode == "answer" else Sign(a.key_file)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    fast = fastpath.FastPath(server, servicer, (), threads=len(os.sched_getaffinity(0)))
+    port = server.add_insecure_port(a.listen)
+    server.start()
+    fast.start()
+    print(f"listening {a.listen if a.listen.startswith('unix://') else a.listen.rpartition(':')[0] + ':' + str(port)}",
+          flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    while not stop.wait(0.5):
+        pass
+    server.stop(0).wait()
+    fast.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
