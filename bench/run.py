@@ -10,7 +10,8 @@ One run measures, in this order:
    identities (every call signs) and one repeated identity (token cache);
    then another with the Connect listener (``--http-listen``) driven the same
    way over HTTP/1.1 JSON (aiohttp) on TCP and its Unix socket (``connect``);
-3. one caller, one call at a time, over the Unix socket: the latency one login sees;
+3. one caller, one call at a time, over the Unix socket: the latency one login sees
+   (``--rounds`` runs of ``--latency-calls`` calls; the median of their p50s and p99s);
 4. the peers, the services a team would write instead (``bench/peers``, started by
    ``bench/peerproc.py``): Node (``@grpc/grpc-js`` + ``jsonwebtoken``) and Go (``grpc-go``
    + ``golang-jwt``), same proto, same claims, key parsed once, each its own process under
@@ -339,11 +340,14 @@ def prepare_peers(a: argparse.Namespace, workdir: Path) -> dict[str, list[str]]:
 
 
 def one_caller(target: str, a: argparse.Namespace) -> dict[str, object]:
-    """One blocking caller over ``target``: p50, p99 and max in ms."""
-    lat = loadgen.one_caller(target, a.latency_calls, a.duration * 2)
-    return {"calls": lat.calls, "p50_ms": round(lat.percentile(50) * 1e3, 3),
-            "p99_ms": round(lat.percentile(99) * 1e3, 3),
-            "max_ms": round(max(lat.latencies) * 1e3, 3) if lat.latencies else None}
+    """One blocking caller over ``target``, ``--rounds`` times ``--latency-calls`` calls: the median
+    over the rounds of each round's p50 and p99 (in ms; the rounds are kept), and the largest call."""
+    rounds = [loadgen.one_caller(target, a.latency_calls, a.duration * 2) for _ in range(a.rounds)]
+    p50 = [round(r.percentile(50) * 1e3, 3) for r in rounds]
+    p99 = [round(r.percentile(99) * 1e3, 3) for r in rounds]
+    return {"calls": sum(r.calls for r in rounds), "p50_ms": statistics.median(p50),
+            "p99_ms": statistics.median(p99), "rounds_p50_ms": p50, "rounds_p99_ms": p99,
+            "max_ms": round(max(max(r.latencies, default=0.0) for r in rounds) * 1e3, 3)}
 
 
 def run_peers(b: Bench, cmds: dict[str, list[str]], keydir: Path, log: Path) -> dict[str, object]:
