@@ -13,8 +13,18 @@ CPU, SCHED_BATCH as the sidecar's default), differing only in what a call does:
 
 The sidecar's own rows minus these are what its features cost per call
 (validation, the token cache, the guards, RPC and token metrics, the audit record).
+``bench/ladder.py`` adds them back one at a time, each a mode here:
 
-    python bench/peers/floor/server.py [--mode answer|sign] KEY_FILE [HOST:PORT | unix:///PATH]
+- ``--mode servicer``: the sidecar's servicer and use cases as ``sidecar serve``
+  builds them in development mode (validation, token cache, token metrics, audit
+  records on stderr), and no transport guards;
+- ``--mode metrics``: and the RPC metrics (``grpc_server_*``, in-flight gauge);
+- ``--mode guards``: and the admission guards (concurrency bound, rate limit, deadline);
+- ``--mode pending``: and the bound on calls waiting for their request message;
+- ``--mode options``: and the server's channel arguments (stream, connection and idle limits):
+  all of ``sidecar serve``'s fast path but its health, self-check, key watcher and ``/metrics``.
+
+    python bench/peers/floor/server.py [--mode MODE] KEY_FILE [HOST:PORT | unix:///PATH]
 
 Prints ``listening HOST:PORT`` (or the ``unix://`` address) on stdout once bound; SIGTERM or SIGINT stops it.
 """
@@ -86,19 +96,60 @@ class Sign:
         return lambda _request, _context: pb.IssueTokenResponse()
 
 
+#: The modes, each adding one part of the sidecar to the one before (from ``servicer`` on).
+MODES = ("answer", "sign", "servicer", "metrics", "guards", "pending", "options")
+
+
+def sidecar_parts(mode: str) -> tuple[object, list[object], object, list[tuple[str, object]]]:
+    """The servicer, interceptors, pending-call bound and channel arguments ``sidecar serve`` builds
+    (development mode, its defaults), as far as ``mode`` goes."""
+    from prometheus_client import CollectorRegistry, disable_created_metrics
+
+    from sidecar.cli import config, serve
+    from sidecar.domain import keys
+    from sidecar.telemetry.rpc_metrics import RpcMetrics, service_methods
+    from sidecar.transport.runtime import SERVICES
+    from sidecar.transport.servicer import IdentityServicer
+
+    disable_created_metrics()
+    cfg = config.from_sources({})
+    registry = CollectorRegistry()
+    observer = serve.make_observer(cfg, registry)
+    servicer = IdentityServicer(serve.make_sidecar(cfg, keys.generate(), observer))
+    opts = serve.server_options(cfg, observer, RpcMetrics(registry, service_methods(*SERVICES)))
+    level = MODES.index(mode)
+    interceptors = list(opts.interceptors[:1] if level >= MODES.index("metrics") else [])
+    if level >= MODES.index("guards"):
+        interceptors += opts.interceptors[1:]
+    pending = opts.pending if level >= MODES.index("pending") else None
+    options = list(opts.options) if level >= MODES.index("options") else []
+    return servicer, interceptors, pending, options
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("answer", "sign"), default="answer")
+    p.add_argument("--mode", choices=MODES, default="answer")
     p.add_argument("key_file")
     p.add_argument("listen", nargs="?", default="127.0.0.1:0")
     a = p.parse_args()
     problem = sched.apply("batch")
     if problem:
         print(f"SCHED_BATCH not applied: {problem}", file=sys.stderr)
-    servicer = Answer() if a.mode == "answer" else Sign(a.key_file)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    fast = fastpath.FastPath(server, servicer, (), threads=len(os.sched_getaffinity(0)))
+    interceptors: list[object] = []
+    pending: object = None
+    options: list[tuple[str, object]] = []
+    if a.mode == "answer":
+        servicer: object = Answer()
+    elif a.mode == "sign":
+        servicer = Sign(a.key_file)
+    else:
+        servicer, interceptors, pending, options = sidecar_parts(a.mode)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), options=options)
+    fast = fastpath.FastPath(server, servicer, interceptors, threads=len(os.sched_getaffinity(0)),
+                             pending=pending)
     port = server.add_insecure_port(a.listen)
+    if pending is not None:
+        pending.start()
     server.start()
     fast.start()
     print(f"listening {a.listen if a.listen.startswith('unix://') else a.listen.rpartition(':')[0] + ':' + str(port)}",
