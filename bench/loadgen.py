@@ -153,8 +153,10 @@ async def connect_load(target: str, *, concurrency: int, duration: float, repeat
         return await _drive(call, concurrency, duration, max_calls, start_at)
 
 
-def one_caller(target: str, calls: int, duration: float) -> Result:
-    """One blocking caller, one call at a time, unique identities: the latency a single request sees."""
+def one_caller(target: str, calls: int, duration: float, start_at: int = 0) -> Result:
+    """One blocking caller, one call at a time, unique identities (from number ``start_at``: a run
+    that follows another on the same server must not repeat its identities, which the token cache
+    would answer): the latency a single request sees."""
     res = Result()
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.IdentityServiceStub(channel)
@@ -167,7 +169,7 @@ def one_caller(target: str, calls: int, duration: float) -> Result:
         for n in range(calls):
             if time.perf_counter() > deadline:
                 break
-            email, uuid = identity(2 * 10**9 + n, False)
+            email, uuid = identity(2 * 10**9 + start_at + n, False)
             t = time.perf_counter()
             stub.IssueToken(pb.IssueTokenRequest(email=email, uuid=uuid), timeout=10)
             res.latencies.append(time.perf_counter() - t)

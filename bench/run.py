@@ -342,7 +342,8 @@ def prepare_peers(a: argparse.Namespace, workdir: Path) -> dict[str, list[str]]:
 def one_caller(target: str, a: argparse.Namespace) -> dict[str, object]:
     """One blocking caller over ``target``, ``--rounds`` times ``--latency-calls`` calls: the median
     over the rounds of each round's p50 and p99 (in ms; the rounds are kept), and the largest call."""
-    rounds = [loadgen.one_caller(target, a.latency_calls, a.duration * 2) for _ in range(a.rounds)]
+    rounds = [loadgen.one_caller(target, a.latency_calls, a.duration * 2, start_at=n * a.latency_calls)
+              for n in range(a.rounds)]  # identities of their own per round: each call signs
     p50 = [round(r.percentile(50) * 1e3, 3) for r in rounds]
     p99 = [round(r.percentile(99) * 1e3, 3) for r in rounds]
     return {"calls": sum(r.calls for r in rounds), "p50_ms": statistics.median(p50),
