@@ -3,7 +3,8 @@
 set -euo pipefail
 make -s install && .venv/bin/python -m pip install -q -e '.[bench]'
 # Strict typing of the bench, now that its own dependencies (matplotlib, aiohttp) are installed.
-.venv/bin/mypy --strict bench/run.py bench/callcost.py bench/compare.py bench/loadgen.py bench/procstat.py bench/fuzz.py bench/startup.py bench/peerproc.py
+.venv/bin/mypy --strict bench/run.py bench/callcost.py bench/compare.py bench/loadgen.py bench/procstat.py bench/fuzz.py bench/startup.py bench/peerproc.py \
+  bench/ladder.py bench/peers/floor/server.py
 # The peers (bench/peers) are part of every run: Go and golang-jwt from Debian (scripts/apt.d/bench.txt,
 # installed by 10-install.sh), Node from the machine with `npm ci` run by bench/peerproc.py. Missing ones
 # fail here by name rather than leaving their rows out.
@@ -18,6 +19,12 @@ grep -q '^| sidecar TCP, unique |' "$out/stdout.txt"
 grep -q '^| Connect Unix, unique |' "$out/stdout.txt"
 grep -q '^| Flask seed (PEM per call) |' "$out/stdout.txt"
 grep -q '^| Node peer TCP, unique |' "$out/stdout.txt"
+grep -q '^| floor TCP: fast path, fixed answer |' "$out/stdout.txt"
+grep -q '^| floor TCP: fast path, sign only |' "$out/stdout.txt"
+grep -q '^one caller over the Unix socket, floor, sign only: ' "$out/stdout.txt"
+# The ladder (bench/ladder.py): every step of the sidecar's fast path, a round each.
+.venv/bin/python bench/ladder.py --repeated --rounds 1 --duration 0.3 | tee "$out/ladder.txt"
+grep -q '^| the real server (health, self-check, /metrics) |' "$out/ladder.txt"
 grep -q '^| Go peer TCP, unique |' "$out/stdout.txt"
 test -s "$out/results.json" && test -s "$out/results.png"
 .venv/bin/python bench/callcost.py --rounds 1 --duration 1 | grep -q '^round 0: .* per call: server user'

@@ -41,16 +41,18 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from sidecar.ops import sched  # noqa: E402
 from sidecar.transport import fastpath  # noqa: E402
+from sidecar.transport.admission import PendingCalls  # noqa: E402
 from sidecar.v1 import identity_pb2 as pb  # noqa: E402
 
 HEADER = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=")
@@ -78,7 +80,9 @@ class Sign:
 
     def __init__(self, key_file: str) -> None:
         key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
-        self.sign = key.sign  # type: ignore[union-attr]
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise SystemExit(f"{key_file}: not an RSA private key")
+        self.sign = key.sign
         self.encode = json.JSONEncoder(separators=(",", ":")).encode
 
     def IssueToken(self, request: pb.IssueTokenRequest, _context: object) -> pb.IssueTokenResponse:
@@ -100,7 +104,7 @@ class Sign:
 MODES = ("answer", "sign", "servicer", "metrics", "guards", "pending", "options")
 
 
-def sidecar_parts(mode: str) -> tuple[object, list[object], object, list[tuple[str, object]]]:
+def sidecar_parts(mode: str) -> tuple[Any, list[grpc.ServerInterceptor], PendingCalls | None, list[tuple[str, Any]]]:
     """The servicer, interceptors, pending-call bound and channel arguments ``sidecar serve`` builds
     (development mode, its defaults), as far as ``mode`` goes."""
     from prometheus_client import CollectorRegistry, disable_created_metrics
@@ -111,7 +115,7 @@ def sidecar_parts(mode: str) -> tuple[object, list[object], object, list[tuple[s
     from sidecar.transport.runtime import SERVICES
     from sidecar.transport.servicer import IdentityServicer
 
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     cfg = config.from_sources({})
     registry = CollectorRegistry()
     observer = serve.make_observer(cfg, registry)
@@ -135,11 +139,11 @@ def main() -> int:
     problem = sched.apply("batch")
     if problem:
         print(f"SCHED_BATCH not applied: {problem}", file=sys.stderr)
-    interceptors: list[object] = []
-    pending: object = None
-    options: list[tuple[str, object]] = []
+    interceptors: list[grpc.ServerInterceptor] = []
+    pending: PendingCalls | None = None
+    options: list[tuple[str, Any]] = []
     if a.mode == "answer":
-        servicer: object = Answer()
+        servicer: Any = Answer()
     elif a.mode == "sign":
         servicer = Sign(a.key_file)
     else:
