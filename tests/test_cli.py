@@ -128,6 +128,17 @@ def test_a_fatal_signal_leaves_every_threads_stack_and_nothing_of_the_key(spawn_
     assert "PRIVATE KEY" not in err and (openssl_keys / "private.pem").read_text().splitlines()[1] not in err
 
 
+def test_serve_embedded_without_a_stderr_file_still_refuses_by_name() -> None:
+    """``main(["serve"])`` called where ``sys.stderr`` is no file (another program's buffer): turning on
+    faulthandler is skipped, and a bad key file is still one error line, exit 2."""
+    code = ("import io, sys; sys.stderr = io.StringIO(); from sidecar.cli.main import main; "
+            "code = main(['serve', '--key-file', '/nonexistent/key.pem', '--uuid-salt', 's']); "
+            "sys.__stdout__.write(f'{code}|{sys.stderr.getvalue()}')")
+    env = {"PYTHONPATH": str(ROOT), "SIDECAR_METRICS_ADDR": "", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout == "2|sidecar: error: key file /nonexistent/key.pem: does not exist\n", done
+
+
 def test_passphrase_key_serves(spawn_sidecar, odd_keys):
     p = spawn_sidecar(env={"SIDECAR_KEY_FILE": str(odd_keys / "encrypted.pem"), "SIDECAR_UUID_SALT": "",
                            "SIDECAR_KEY_PASSPHRASE_FILE": str(odd_keys / "pass.txt")})

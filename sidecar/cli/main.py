@@ -115,7 +115,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(cfg.log_level, cfg.audit_format)
     # A fatal signal (an abort inside grpc core, say) leaves every thread's Python stack on stderr:
     # names and lines only, no values, so nothing of the key.
-    faulthandler.enable(all_threads=True)
+    try:
+        faulthandler.enable(all_threads=True)
+    except (RuntimeError, ValueError, OSError):  # no usable stderr file (embedded in another program)
+        pass
     # Before any thread starts: threads and worker processes inherit the policy.
     problem = sched.apply(cfg.sched_policy)
     if problem:
