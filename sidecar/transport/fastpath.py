@@ -120,8 +120,7 @@ class Context:
         return max(deadline - time.time(), 0.0)
 
     def peer(self) -> str:
-        peer: bytes | str = self._call.peer()
-        return peer.decode("utf-8", "replace") if isinstance(peer, bytes) else peer
+        return _text(self._call.peer())
 
     def peer_identities(self) -> Sequence[bytes] | None:
         identities: Sequence[bytes] | None = cygrpc.peer_identities(self._call)
@@ -182,6 +181,11 @@ class _Uncounted:
 _UNCOUNTED = _Uncounted()
 
 _CANCELLED = grpc.StatusCode.CANCELLED.value[0]
+
+
+def _text(value: bytes | str) -> str:
+    """A peer or method name as grpc core hands it (bytes, or str in some versions), as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _canceller(call: Any) -> Callable[[], None]:
@@ -270,9 +274,7 @@ class _Loop:
             method.series.start()
             call = event.call
             if pending is not None:
-                peer = call.peer()
-                tag.ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer),
-                                           method.name, _canceller(call))
+                tag.ticket = pending.admit(_text(call.peer()), method.name, _canceller(call))
                 if tag.ticket is None:
                     self.finish(tag, None, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 "server busy: too many calls waiting for their request message on this connection",
@@ -540,10 +542,7 @@ def defer_until_message(submit: Callable[..., futures.Future[Any]], pending: Pen
     done: futures.Future[Any] = futures.Future()
     done.set_running_or_notify_cancel()
     method = rpc_event.call_details.method
-    rpc = rpc_name(method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method))
-    peer = call.peer()
-    ticket = pending.admit(peer.decode("utf-8", "replace") if isinstance(peer, bytes) else str(peer), rpc,
-                           _canceller(call))
+    ticket = pending.admit(_text(call.peer()), rpc_name(_text(method)), _canceller(call))
     if ticket is None:
         with state.condition:
             _server._abort(state, call, cygrpc.StatusCode.resource_exhausted,
