@@ -358,3 +358,18 @@ def test_scheduled_next_key_over_connect(connect_sidecar, tmp_path: Path) -> Non
     assert status == 200
     claims = jose_jwt.decode(body["token"]["jwt"], RSAKey.import_key(key["pem"]), algorithms=["RS256"]).claims
     assert claims["exp"] <= t
+
+
+def test_unix_addresses_that_cannot_be_sockets_are_refused_by_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The Connect listener's Unix paths follow the gRPC listener's rules, in errors naming SIDECAR_HTTP_LISTEN."""
+    from sidecar.domain.errors import ConfigError
+    from sidecar.transport import httpserver
+
+    plain = tmp_path / "not-a-socket"
+    plain.write_text("keep me")
+    for addr, rule in ((f"unix://{tmp_path}/missing/h.sock", "does not exist"),
+                       (f"unix://{plain}", "exists and is not a socket; refusing to replace it")):
+        with pytest.raises(ConfigError) as exc:
+            httpserver.bind(addr, socket_mode=0o660, reuse_port=False)
+        assert str(exc.value).startswith("SIDECAR_HTTP_LISTEN: ") and rule in str(exc.value)
+    assert plain.read_text() == "keep me"

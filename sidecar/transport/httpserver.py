@@ -28,6 +28,7 @@ from granian.constants import HTTPModes, Interfaces, SSLProtocols
 from granian.server.embed import Server
 
 from sidecar.domain import errors
+from sidecar.transport.runtime import check_unix_listen
 
 log = logging.getLogger("sidecar.http")
 
@@ -38,11 +39,7 @@ BACKLOG = 1024
 def bind(addr: str, *, socket_mode: int, reuse_port: bool) -> tuple[socket.socket, str]:
     """A listening socket for ``addr`` and the address it answers on (the real port for ``:0``)."""
     if addr.startswith("unix://"):
-        path = Path(addr.removeprefix("unix://"))
-        if not path.parent.is_dir():
-            raise errors.ConfigError(f"{SETTING}: directory {path.parent} of {addr} does not exist")
-        if path.exists() and not path.is_socket():
-            raise errors.ConfigError(f"{SETTING}: {path} exists and is not a socket; refusing to replace it")
+        path = check_unix_listen(addr, SETTING)
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

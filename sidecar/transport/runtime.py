@@ -75,13 +75,14 @@ class ServerOptions:
     hard_stop: float = 3.0
 
 
-def check_unix_listen(addr: str) -> Path:
-    """The socket path of a ``unix://`` listen address, refused (``ConfigError``) if it cannot be one."""
+def check_unix_listen(addr: str, setting: str = "SIDECAR_LISTEN") -> Path:
+    """The socket path of a ``unix://`` listen address, refused (``ConfigError`` naming ``setting``) if it
+    cannot be one."""
     path = Path(addr.removeprefix("unix://"))
     if not path.parent.is_dir():
-        raise errors.ConfigError(f"SIDECAR_LISTEN: directory {path.parent} of {addr} does not exist")
+        raise errors.ConfigError(f"{setting}: directory {path.parent} of {addr} does not exist")
     if path.exists() and not path.is_socket():
-        raise errors.ConfigError(f"SIDECAR_LISTEN: {path} exists and is not a socket; refusing to replace it")
+        raise errors.ConfigError(f"{setting}: {path} exists and is not a socket; refusing to replace it")
     return path
 
 
