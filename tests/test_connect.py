@@ -373,3 +373,38 @@ def test_unix_addresses_that_cannot_be_sockets_are_refused_by_name(tmp_path) -> 
             httpserver.bind(addr, socket_mode=0o660, reuse_port=False)
         assert str(exc.value).startswith("SIDECAR_HTTP_LISTEN: ") and rule in str(exc.value)
     assert plain.read_text() == "keep me"
+
+
+def test_health_over_connect_takes_no_call_slot_and_runs_on_healths_own_threads() -> None:
+    """As over gRPC: a Connect ``Health/Check`` is not counted by the concurrency bound and is answered on
+    the health servicer's pool, so a full call pool or bound never delays a probe; IdentityService calls
+    are counted and run on the call pool."""
+    import asyncio
+    import threading
+    from concurrent import futures
+    from types import SimpleNamespace
+
+    from sidecar.transport.connect import HEALTH_SERVICE, ConnectService
+
+    calls = futures.ThreadPoolExecutor(1, thread_name_prefix="calls")
+    probes = futures.ThreadPoolExecutor(1, thread_name_prefix="probes")
+    service = ConnectService(None, (), None, calls)  # type: ignore[arg-type]
+    ctx = SimpleNamespace(request_headers={}, timeout_ms=None)
+
+    def seen(_request: object, _context: object) -> tuple[int, str]:
+        return service.in_flight, threading.current_thread().name
+
+    async def both() -> tuple[tuple[int, str], tuple[int, str]]:
+        probe = await service.run("Check", seen, None, ctx, service=HEALTH_SERVICE, guarded=False,  # type: ignore[arg-type]
+                                  pool=probes)
+        call = await service.run("GetPublicKey", seen, None, ctx)  # type: ignore[arg-type]
+        return probe, call
+
+    try:
+        (probe_count, probe_thread), (call_count, call_thread) = asyncio.run(both())
+    finally:
+        calls.shutdown()
+        probes.shutdown()
+    assert (probe_count, call_count) == (0, 1)
+    assert probe_thread.startswith("probes") and call_thread.startswith("calls")
+    assert service.in_flight == 0

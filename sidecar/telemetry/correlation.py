@@ -3,7 +3,7 @@
 A backend ties a token to its own request by sending, as gRPC metadata (HTTP headers on
 the wire), a W3C Trace Context ``traceparent`` and/or an ``x-request-id``. The transport
 reads them once per call (:func:`from_metadata`) and holds them in a context variable
-for the length of the call (:func:`bind`); the audit log adds them to every record the
+for the length of the call (:func:`enter`, :func:`leave`); the audit log adds them to every record the
 call writes. Both are validated and length-bounded: a value that breaks its rule is left
 out (the call itself is served as usual), so nothing a caller sends reaches the log
 unchecked.
@@ -18,12 +18,14 @@ Correlation(trace_id='', request_id='')
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
+#: The metadata keys (HTTP headers) the ids are read from: W3C Trace Context's, and the request id's.
+TRACEPARENT, REQUEST_ID = "traceparent", "x-request-id"
+HEADERS = (TRACEPARENT, REQUEST_ID)
 #: The longest ``x-request-id`` recorded; longer ones are left out, not cut.
 MAX_REQUEST_ID = 128
 #: ``x-request-id``: printable ASCII without spaces, quotes or backslashes (UUIDs, ULIDs,
@@ -82,9 +84,9 @@ def from_metadata(metadata: Iterable[Any] | None) -> Correlation:
     trace = req = None
     for item in metadata or ():
         key, value = item[0], item[1]
-        if key == "traceparent" and trace is None:
+        if key == TRACEPARENT and trace is None:
             trace = trace_id(value) if isinstance(value, str) else ""
-        elif key == "x-request-id" and req is None:
+        elif key == REQUEST_ID and req is None:
             req = request_id(value) if isinstance(value, str) else ""
     if not trace and not req:
         return NONE
@@ -109,13 +111,3 @@ def leave(token: Token[Correlation] | None) -> None:
     """Undo :func:`enter`."""
     if token is not None:
         _current.reset(token)
-
-
-@contextmanager
-def bind(ids: Correlation) -> Iterator[None]:
-    """Make ``ids`` the current call's for the ``with`` block."""
-    token = enter(ids)
-    try:
-        yield
-    finally:
-        leave(token)

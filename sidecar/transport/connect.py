@@ -46,7 +46,9 @@ from google.protobuf import message as pb_message
 from grpc_health.v1 import health_pb2
 
 from sidecar.service.observer import Observer
+from sidecar.telemetry import correlation
 from sidecar.telemetry.rpc_metrics import RpcMetrics, Series
+from sidecar.transport import health
 from sidecar.transport.admission import ConcurrencyLimit, Guard
 from sidecar.transport.health import Health
 from sidecar.transport.servicer import IdentityServicer
@@ -60,7 +62,7 @@ CODE_FOR: dict[grpc.StatusCode, Code] = {
     for s in grpc.StatusCode if s is not grpc.StatusCode.OK
 }
 
-HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+HEALTH_SERVICE = health.SERVICE
 
 #: The peer of the call being served, in grpc's spelling (``ipv4:127.0.0.1:5000``, ``unix:``); set per listener.
 _PEER: contextvars.ContextVar[str] = contextvars.ContextVar("sidecar_connect_peer", default="unix:")
@@ -95,7 +97,7 @@ class CallContext:
     def __init__(self, peer: str, timeout_ms: float | None, headers: Mapping[str, str] | None = None) -> None:
         self._peer = peer
         # The correlation headers only (traceparent, x-request-id): what the servicer reads of the metadata.
-        self._metadata = tuple((k, headers[k]) for k in CORRELATION_HEADERS if headers and k in headers)
+        self._metadata = tuple((k, headers[k]) for k in correlation.HEADERS if headers and k in headers)
         self._deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         self.code: grpc.StatusCode | None = None
         self.details = ""
@@ -126,10 +128,6 @@ class CallContext:
 
     def auth_context(self) -> dict[str, Sequence[bytes]]:
         return {}
-
-
-#: The request headers the audit records take their correlation ids from (sidecar.telemetry.correlation).
-CORRELATION_HEADERS = ("traceparent", "x-request-id")
 
 
 def peer_of(scope: Mapping[str, Any], unix: bool) -> str:
@@ -164,19 +162,23 @@ class ConnectService:
         return self.metrics.series(f"/{service}/{method}", "unary", protocol_of(ctx.request_headers))
 
     async def run(self, rpc: str, fn: Callable[[Any, Any], T], request: Any, ctx: RequestContext[Any, Any],
-                  *, service: str = "sidecar.v1.IdentityService", guarded: bool = True) -> T:
+                  *, service: str = "sidecar.v1.IdentityService", guarded: bool = True,
+                  pool: futures.Executor | None = None) -> T:
+        """Serve one call on ``pool`` (default: the call pool). ``guarded=False`` (health): no guards, and
+        the call is not counted in flight, so probes never take a slot of the concurrency bound."""
         series = self.series(service, rpc, ctx)
         started = time.perf_counter()
         if series is not None:
             series.start()
         context = CallContext(_PEER.get(), ctx.timeout_ms, ctx.request_headers)
         code = "UNKNOWN"
-        self.in_flight += 1
+        if guarded:
+            self.in_flight += 1
         try:
             if guarded:
                 for guard in self.guards:
                     guard.check(rpc, context)
-            response = await asyncio.get_running_loop().run_in_executor(self.pool, fn, request, context)
+            response = await asyncio.get_running_loop().run_in_executor(pool or self.pool, fn, request, context)
             if context.code is not None:  # set_code without abort: the health servicer's NOT_FOUND
                 raise Abort(context.code, context.details or context.code.name.lower().replace("_", " "))
             code = "OK"
@@ -193,7 +195,8 @@ class ConnectService:
             code = "INTERNAL"
             raise ConnectError(Code.INTERNAL, "internal error") from None
         finally:
-            self.in_flight -= 1
+            if guarded:
+                self.in_flight -= 1
             if series is not None:
                 series.done(code, started)
 
@@ -274,7 +277,9 @@ def health_application(status: Health, service: ConnectService, codec_list: list
     """``/grpc.health.v1.Health/Check`` over Connect, answered by the gRPC server's health servicer."""
 
     async def check(request: health_pb2.HealthCheckRequest, ctx: RequestContext[Any, Any]) -> Any:
-        return await service.run("Check", status.Check, request, ctx, service=HEALTH_SERVICE, guarded=False)
+        # On health's own threads, as over gRPC: a full call pool never delays a probe.
+        return await service.run("Check", status.Check, request, ctx, service=HEALTH_SERVICE, guarded=False,
+                                 pool=status.check_pool)
 
     method = MethodInfo(name="Check", service_name=HEALTH_SERVICE, input=health_pb2.HealthCheckRequest,
                         output=health_pb2.HealthCheckResponse, idempotency_level=IdempotencyLevel.NO_SIDE_EFFECTS,
@@ -300,10 +305,7 @@ class Application:
         self.health = health_application(status, self.service, codec_list, max_message_bytes)
 
     def serving(self) -> bool:
-        request = health_pb2.HealthCheckRequest()
-        context = CallContext("unix:", None)
-        response = self.status.Check(request, context)
-        return context.code is None and response.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(self.status.status("") == health.SERVING)
 
     def for_listener(self, unix: bool) -> ASGIApp:
         """The application as one listener serves it (the caller's peer spelled for that listener)."""

@@ -84,11 +84,6 @@ class Health:
         with self._cond:
             return self._status.get(name)
 
-    @property
-    def watchers(self) -> int:
-        """``Watch`` streams open now."""
-        return self._watchers
-
     def shutdown(self) -> None:
         """For good: every status ``NOT_SERVING`` (the drain); later :meth:`set` calls are ignored."""
         with self._cond:
