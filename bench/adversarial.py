@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from procstat import peak_rss_mib  # noqa: E402
+from run import free_port  # noqa: E402
 from stall_client import PREFACE, SETTINGS, Conn, frame  # noqa: E402
 
 from sidecar.domain import keys  # noqa: E402
@@ -59,12 +60,6 @@ GRACE = 10.0
 #: What the attacks did (calls made), reported with the figures.
 STATS: dict[str, int] = {}
 UUID = "345d4c8f-5aff-591d-a19c-1ca48923d9ee"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_key(path: Path) -> str:

@@ -20,7 +20,6 @@ Nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import statistics
 import sys
@@ -33,7 +32,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402  (bench modules beside this file)
-import procstat  # noqa: E402
 import run  # noqa: E402
 
 
@@ -52,13 +50,11 @@ class Side:
 
 def measure(side: Side, a: argparse.Namespace, start_at: int, duration: float) -> int:
     """One round of ``duration`` seconds against ``side``; returns the calls it made."""
-    u0, s0 = procstat.user_system_seconds(side.pid)
-    res = asyncio.run(loadgen.grpc_load(side.target, concurrency=a.concurrency, duration=duration,
-                                        channels=a.channels, repeated=a.repeated, start_at=start_at))
-    u1, s1 = procstat.user_system_seconds(side.pid)
+    cpu_us, res = loadgen.server_cpu_per_call(side.pid, side.target, concurrency=a.concurrency, duration=duration,
+                                              channels=a.channels, repeated=a.repeated, start_at=start_at)
     if res.errors:
         raise SystemExit(f"{side.label}: {res.errors} failed calls, first: {res.first_error}")
-    side.cpu_us.append(((u1 - u0) + (s1 - s0)) / max(1, res.calls) * 1e6)
+    side.cpu_us.append(cpu_us)
     side.rates.append(res.rate)
     return res.calls
 

@@ -48,8 +48,6 @@ sys.path.insert(0, str(ROOT))
 from sidecar.cli.config import Config  # noqa: E402
 from sidecar.cli.serve import server_options  # noqa: E402
 from sidecar.domain import keys, tokens  # noqa: E402
-from sidecar.domain.keys import KeyHolder  # noqa: E402
-from sidecar.service.usecases import Sidecar  # noqa: E402
 from sidecar.transport.runtime import Runtime, build  # noqa: E402
 from sidecar.v1 import identity_pb2 as pb  # noqa: E402
 
@@ -191,17 +189,17 @@ class Tracebacks(logging.Handler):
 def start(path: str, key: keys.SigningKey, sock_dir: Path) -> Runtime:
     from prometheus_client import CollectorRegistry
 
-    from sidecar.cli.serve import make_observer
+    from sidecar.cli.serve import make_observer, make_sidecar
     from sidecar.telemetry.rpc_metrics import RpcMetrics, service_methods
     from sidecar.transport.runtime import SERVICES
 
-    cfg = Config(call_path=path)
+    cfg = Config(call_path=path, uuid_salt="someString")
     registry = CollectorRegistry()
     observer = make_observer(cfg, registry)  # metrics and the audit log, as serve has them
     opts = server_options(cfg, observer, RpcMetrics(registry, service_methods(*SERVICES)))
     opts.fast_path_threads = 2 if path == "fast" else 0
-    runtime = build(Sidecar(KeyHolder(key), salt="someString", observer=observer),
-                    ["127.0.0.1:0", f"unix://{sock_dir}/{path}.sock"], opts)
+    # The use cases as serve builds them: token cache, default lifetime, namespace and all.
+    runtime = build(make_sidecar(cfg, key, observer), ["127.0.0.1:0", f"unix://{sock_dir}/{path}.sock"], opts)
     runtime.start()
     if (runtime.fast is not None) is not (path == "fast"):
         raise SystemExit(f"the {path} path is not what serves IdentityService")

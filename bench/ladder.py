@@ -33,7 +33,6 @@ sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402  (bench modules beside this file)
 import peerproc  # noqa: E402
-import procstat  # noqa: E402
 import run  # noqa: E402
 
 #: The steps, in order: floor modes, then the real server.
@@ -77,14 +76,12 @@ def main(argv: list[str] | None = None) -> int:
                 units.append(1e6 / run.openssl_speed(1, None))
                 for step in (steps if n % 2 == 0 else steps[::-1]):
                     pid, addr = targets[step]
-                    u0, s0 = procstat.user_system_seconds(pid)
-                    res = asyncio.run(loadgen.grpc_load(addr, concurrency=a.concurrency, duration=a.duration,
-                                                        channels=1, repeated=a.repeated, start_at=start))
-                    u1, s1 = procstat.user_system_seconds(pid)
+                    cpu_us, res = loadgen.server_cpu_per_call(pid, addr, concurrency=a.concurrency, duration=a.duration,
+                                                              channels=1, repeated=a.repeated, start_at=start)
                     start += res.calls + res.errors
                     if res.errors:
                         raise SystemExit(f"{step}: {res.errors} failed calls, first: {res.first_error}")
-                    cpu[step].append((u1 - u0 + s1 - s0) / max(1, res.calls) * 1e6)
+                    cpu[step].append(cpu_us)
     finally:
         shutil.rmtree(keydir, ignore_errors=True)
     unit = statistics.median(units)

@@ -108,6 +108,19 @@ async def grpc_load(target: str, *, concurrency: int, duration: float, channels:
         await asyncio.gather(*(c.close() for c in chans))
 
 
+
+def server_cpu_per_call(pid: int, target: str, *, concurrency: int, duration: float, channels: int,
+                        repeated: bool, start_at: int = 0) -> tuple[float, Result]:
+    """One :func:`grpc_load` round against ``target``: the server's (``pid`` and its workers') user +
+    system CPU per call, in µs, and the round's result."""
+    import procstat  # beside this file, as for the bench's other scripts
+
+    u0, s0 = procstat.user_system_seconds(pid)
+    res = asyncio.run(grpc_load(target, concurrency=concurrency, duration=duration, channels=channels,
+                                repeated=repeated, start_at=start_at))
+    u1, s1 = procstat.user_system_seconds(pid)
+    return ((u1 - u0) + (s1 - s0)) / max(1, res.calls) * 1e6, res
+
 async def http_load(url: str, *, concurrency: int, duration: float, repeated: bool) -> Result:
     """POST ``{"email", "uuid"}`` to the Flask apps' ``/generate-jwt``."""
     import aiohttp

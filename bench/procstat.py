@@ -95,3 +95,8 @@ def peak_rss_mib(pid: int) -> float:
 def rss_mib(pid: int) -> float:
     """Sum of current ``VmRSS`` of ``pid`` and its descendants, in MiB."""
     return sum(_status_kib(p, "VmRSS") for p in descendants(pid)) / 1024
+
+
+def anon_mib(pid: int) -> float:
+    """Sum of ``RssAnon`` (the anonymous part of the resident set) of ``pid`` and its descendants, in MiB."""
+    return sum(_status_kib(p, "RssAnon") for p in descendants(pid)) / 1024

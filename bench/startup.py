@@ -142,7 +142,7 @@ def one_run(side: Side, keydir: Path, a: argparse.Namespace, log: Path) -> None:
         side.cpu_s.append(procstat.cpu_seconds(proc.pid))
         time.sleep(a.settle)
         side.rss_rest_mib.append(procstat.rss_mib(proc.pid))
-        side.rss_anon_rest_mib.append(anon_mib(proc.pid))
+        side.rss_anon_rest_mib.append(procstat.anon_mib(proc.pid))
         if a.calls:
             some_calls(tcp, a.calls)
             time.sleep(a.settle)
@@ -154,18 +154,6 @@ def one_run(side: Side, keydir: Path, a: argparse.Namespace, log: Path) -> None:
         side.stop_s.append(time.monotonic() - t1)
     if code != 0:
         raise SystemExit(f"{side.label}: sidecar exited with {code} (see {log})")
-
-
-def anon_mib(pid: int) -> float:
-    """Sum of ``RssAnon`` of ``pid`` and its descendants, in MiB."""
-    total = 0
-    for p in procstat.descendants(pid):
-        try:
-            lines = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(line.split()[1]) for line in lines if line.startswith("RssAnon:"))
-    return total / 1024
 
 
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")

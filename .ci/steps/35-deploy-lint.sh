@@ -11,7 +11,6 @@ set -euo pipefail
 make -s install
 bash scripts/setup-system.sh
 .venv/bin/hadolint Dockerfile
-.venv/bin/python scripts/gen_prometheus_rule.py --check
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 kubectl version --client

@@ -19,13 +19,13 @@ grep -q '^| sidecar TCP, unique |' "$out/stdout.txt"
 grep -q '^| Connect Unix, unique |' "$out/stdout.txt"
 grep -q '^| Flask seed (PEM per call) |' "$out/stdout.txt"
 grep -q '^| Node peer TCP, unique |' "$out/stdout.txt"
+grep -q '^| Go peer TCP, unique |' "$out/stdout.txt"
 grep -q '^| floor TCP: fast path, fixed answer |' "$out/stdout.txt"
 grep -q '^| floor TCP: fast path, sign only |' "$out/stdout.txt"
 grep -q '^one caller over the Unix socket, floor, sign only: ' "$out/stdout.txt"
 # The ladder (bench/ladder.py): every step of the sidecar's fast path, a round each.
 .venv/bin/python bench/ladder.py --repeated --rounds 1 --duration 0.3 | tee "$out/ladder.txt"
 grep -q '^| the real server (health, self-check, /metrics) |' "$out/ladder.txt"
-grep -q '^| Go peer TCP, unique |' "$out/stdout.txt"
 test -s "$out/results.json" && test -s "$out/results.png"
 .venv/bin/python bench/callcost.py --rounds 1 --duration 1 | grep -q '^round 0: .* per call: server user'
 .venv/bin/python bench/compare.py --rounds 2 --duration 0.5 --b-arg=--sched-policy=normal | grep -q '^A - B per pair: median'
