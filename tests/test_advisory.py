@@ -266,6 +266,34 @@ def test_i16_3_insecure_tcp_opt_out_is_logged_loudly(spawn_sidecar) -> None:
     p.stop()
 
 
+def test_i16_3_insecure_tcp_warns_for_the_connect_listener_too(spawn_sidecar) -> None:
+    """An exposed Connect listener (SIDECAR_HTTP_LISTEN) under --insecure-tcp gets the same warning at start."""
+    from conftest import free_port
+
+    http = f"0.0.0.0:{free_port()}"
+    p = spawn_sidecar("--insecure-tcp", env={"SIDECAR_HTTP_LISTEN": http})
+    err = p.wait_for_stderr("INSECURE TCP")
+    assert f"INSECURE TCP (--insecure-tcp): {http} accept callers" in err
+    p.stop()
+
+
+def test_connect_unix_path_that_cannot_be_a_socket_is_refused_before_start(tmp_path) -> None:
+    """Like SIDECAR_LISTEN's: one line naming SIDECAR_HTTP_LISTEN, exit 2, before anything is served."""
+    import os
+    import subprocess
+
+    from conftest import ROOT, sidecar_cmd
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({"PYTHONPATH": str(ROOT), "SIDECAR_METRICS_ADDR": "",
+                "SIDECAR_HTTP_LISTEN": f"unix://{tmp_path}/missing/h.sock"})
+    done = subprocess.run(sidecar_cmd("serve"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"sidecar: error: SIDECAR_HTTP_LISTEN: directory {tmp_path}/missing of "
+                     f"unix://{tmp_path}/missing/h.sock does not exist"], done.stderr
+
+
 def test_i16_4_unix_socket_is_never_more_open_than_its_mode(short_tmp) -> None:
     """Finding 4 (low): the socket was bound under the process umask and chmod-ed after, so with a
     permissive umask connections got in before it became 0660. Now it is born with at most that mode.

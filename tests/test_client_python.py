@@ -118,7 +118,7 @@ def test_resolve_identity_three_branches(start_server: Callable[..., Running], o
         claims = verify(who.token.jwt, public)
         assert claims["uuid"] == who.uuid and claims["email"] == EMAIL
         assert who.token.expires_at == datetime.fromtimestamp(int(str(claims["exp"])), tz=UTC)
-        assert who.token.key_id == server.sidecar.public_key().key_id
+        assert who.token.key_id == server.sidecar.public_keys()[0].key_id
 
 
 def test_resolve_identity_from_the_cookie_header(start_server: Callable[..., Running]) -> None:

@@ -265,15 +265,16 @@ def serve(cfg: Config, key: SigningKey) -> int:
     admission.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
     from sidecar.transport.runtime import check_unix_listen
 
-    for addr in cfg.listen:
-        if addr.startswith("unix://"):
-            check_unix_listen(addr)
+    for setting, addresses in (("SIDECAR_LISTEN", cfg.listen), ("SIDECAR_HTTP_LISTEN", cfg.http_addresses)):
+        for addr in addresses:
+            if addr.startswith("unix://"):
+                check_unix_listen(addr, setting)
     check_tcp_ports((*cfg.listen, *cfg.health_listen))
     settings = load_events(cfg)  # fail fast, before any worker starts
     if cfg.dev_mode:
         for line in ("!" * 78, DEV_BANNER, "!" * 78):
             log.warning(line)
-    exposed = exposed_tcp(cfg.listen)
+    exposed = exposed_tcp((*cfg.listen, *cfg.http_addresses))
     if exposed and cfg.tls_client_ca is None:  # only with --insecure-tcp: Config refuses it otherwise
         log.warning("INSECURE TCP (--insecure-tcp): %s accept callers without a client certificate (%s); anyone who "
                     "reaches them can sign tokens, so a mesh must authenticate callers", ", ".join(exposed),

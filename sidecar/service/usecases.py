@@ -116,10 +116,6 @@ class Sidecar:
             cache.put(email, uuid_, token)
         return token
 
-    def public_key(self) -> SigningKey:
-        """The active key's public description."""
-        return self.keys.current
-
     def public_keys(self) -> tuple[SigningKey, Scheduled | None]:
         """The active key and the key scheduled to sign from its instant T, if any (``GetPublicKey``)."""
         return self.keys.snapshot()

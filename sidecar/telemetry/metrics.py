@@ -76,8 +76,6 @@ REASONS: tuple[str, ...] = (
 OTHER = "other"
 OUTCOMES = tuple(o.value for o in Outcome)
 RELOAD_RESULTS = ("success", "failure")
-#: Values of ``state`` in ``sidecar_key_info``.
-KEY_STATES = ("active", "next")
 #: What a next-key refusal was about (``sidecar_next_key_refusals_total{what}``).
 NEXT_KEY_REFUSALS = ("key", "instant")
 CACHE_RESULTS = ("hit", "miss")
@@ -100,6 +98,15 @@ def _name(value: str) -> str:
 def multiprocess_enabled() -> bool:
     """Whether metric values go to prometheus_client's multiprocess files."""
     return getattr(values.ValueClass, "_multiprocess", False) is True
+
+
+def _retire(gauge: Gauge, *labels: str) -> None:
+    """Take a labelled series of ``gauge`` out: removed, or set to 0 across worker processes (where
+    removal is not supported)."""
+    if multiprocess_enabled():
+        gauge.labels(*labels).set(0)
+    else:
+        gauge.remove(*labels)
 
 
 class Metrics(Observer):
@@ -195,10 +202,7 @@ class Metrics(Observer):
         labels = (key.key_id, str(key.bits))
         old, self._active = self._active, labels
         if old is not None and old != labels:
-            if multiprocess_enabled():
-                self.key_info.labels(*old).set(0)  # removal is not supported across processes
-            else:
-                self.key_info.remove(*old)
+            _retire(self.key_info, *old)
         self.key_info.labels(*labels).set(1)
         self.key_loaded.set(key.loaded_at)
         if old is not None and old[0] != key.key_id:
@@ -206,10 +210,7 @@ class Metrics(Observer):
         self.key_state_info.labels(key.key_id, "active").set(1)
 
     def _drop_state(self, key_id: str, state: str) -> None:
-        if multiprocess_enabled():
-            self.key_state_info.labels(key_id, state).set(0)  # removal is not supported across processes
-        else:
-            self.key_state_info.remove(key_id, state)
+        _retire(self.key_state_info, key_id, state)
 
     def next_key(self, key: PublicKeyInfo | None, activates_at: int | None) -> None:
         new = key.key_id if key is not None else None
