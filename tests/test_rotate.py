@@ -141,3 +141,14 @@ def test_metrics_with_workers_show_the_schedule_then_the_switch(spawn_sidecar, t
     assert after["sidecar_key_next_activation_timestamp_seconds"] == 0
     code, err = p.stop()
     assert code == 0 and err.count("key cut over at") == 2, err[-2000:]
+
+
+def test_plan_with_a_leftover_patch_file_writes_no_key(tmp_path: Path) -> None:
+    """A secret-patch.json (or next-activates-at) left from an earlier plan refuses the run before
+    anything is written: no new private key is left on disk beside the old patch."""
+    out = tmp_path / "plan"
+    out.mkdir()
+    (out / "secret-patch.json").write_text("{}\n")
+    soon = keys.format_instant(math.ceil(time.time()) + 7200)
+    assert "already exists" in refusal(run("rotate", "plan", "--at", soon, "--out", str(out)))
+    assert sorted(p.name for p in out.iterdir()) == ["secret-patch.json"]

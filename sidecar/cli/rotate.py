@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -53,21 +52,12 @@ def plan(at: str, out: str, secret: str, now: float | None = None, stdout: TextI
     if instant <= now:
         raise ConfigError(f"--at: must be in the future (it is {countdown(instant - now)} from now)")
     key = keys.generate()
-    written = keys.write_keypair(key, out)
-    at_text = keys.format_instant(instant) + "\n"
-    pem = (Path(out) / "private.pem").read_bytes()
-    entries = {NEXT_KEY_ENTRY: pem, INSTANT_ENTRY: at_text.encode()}
+    at_text = keys.format_instant(instant).encode() + b"\n"
+    entries = {NEXT_KEY_ENTRY: keys.private_pem(key), INSTANT_ENTRY: at_text}
     patch = {"data": {name: base64.b64encode(data).decode("ascii") for name, data in entries.items()}}
-    for name, data, mode in ((INSTANT_ENTRY, at_text.encode(), 0o644),
-                             (PATCH_FILE, json.dumps(patch, indent=2).encode() + b"\n", 0o600)):
-        path = Path(out) / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError:
-            raise ConfigError(f"{path} already exists; refusing to overwrite it") from None
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        written.append(path)
+    # All or nothing: a file left from an earlier plan refuses the run before the new key is written.
+    written = keys.write_keypair(key, out, extra={INSTANT_ENTRY: (at_text, 0o644),
+                                                  PATCH_FILE: (json.dumps(patch, indent=2).encode() + b"\n", 0o600)})
     patch_path = Path(out) / PATCH_FILE
     print(f"next key {key.key_id} ({key.bits} bits) signs from {keys.format_instant(instant)} "
           f"(in {countdown(instant - now)})", file=stdout)

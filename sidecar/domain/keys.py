@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,21 +185,30 @@ def generate(bits: int = MIN_BITS) -> SigningKey:
     return describe(rsa.generate_private_key(public_exponent=65537, key_size=bits), "generated")
 
 
-def write_keypair(key: SigningKey, out_dir: str) -> list[Path]:
-    """Write ``private.pem`` (PKCS#8), ``private.der`` (PKCS#8 DER) and
-    ``public.pem`` exactly as the openssl commands in Synerise's guide do.
+def private_pem(key: SigningKey) -> bytes:
+    """The private key as unencrypted PKCS#8 PEM (what ``openssl genpkey`` writes)."""
+    return key.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
 
-    Private files are created with mode 0600 and never overwrite an existing file.
+
+def write_keypair(key: SigningKey, out_dir: str,
+                  extra: Mapping[str, tuple[bytes, int]] | None = None) -> list[Path]:
+    """Write ``private.pem`` (PKCS#8), ``private.der`` (PKCS#8 DER) and
+    ``public.pem`` exactly as the openssl commands in Synerise's guide do, and the ``extra``
+    files (name -> content and mode) beside them.
+
+    Private files are created with mode 0600 and never overwrite an existing file:
+    if any of them exists, nothing is written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pk = key.private_key
     files = {
-        "private.pem": (pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()), 0o600),
+        "private.pem": (private_pem(key), 0o600),
         "private.der": (pk.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                          serialization.NoEncryption()), 0o600),
         "public.pem": (key.public_pem.encode("ascii"), 0o644),
+        **(extra or {}),
     }
     for name in files:
         if (out / name).exists():
