@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar.domain import validation
 from sidecar.domain.errors import InvalidArgument
-from sidecar.domain.keys import PublicKeyInfo
+from sidecar.domain.keys import PublicKeyInfo, b64url
 
 if TYPE_CHECKING:
     from jwt.api_jws import PyJWS
@@ -87,7 +87,7 @@ def strict_b64url(part: str) -> bool:
     except (binascii.Error, ValueError):
         return False
     # Unused low bits of the last character must be zero: re-encoding gives the text back.
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") == part
+    return b64url(raw).decode("ascii") == part
 
 
 @cache

@@ -102,9 +102,11 @@ class TokenCache:
         """Bytes of the tokens kept, as :func:`entry_cost` counts them."""
         return self._young_bytes + self._old_bytes
 
-    def _store(self, k: tuple[str, str], token: Token) -> None:
+    def _store(self, k: tuple[str, str], token: Token, cost: int | None = None) -> None:
+        """Keep ``token`` in the young generation; ``cost``: its :func:`entry_cost`, if known."""
         young = self._young
-        cost = entry_cost(k[0], k[1], token)
+        if cost is None:
+            cost = entry_cost(k[0], k[1], token)
         previous = young.get(k)
         if previous is not None:
             self._young_bytes -= entry_cost(k[0], k[1], previous)
@@ -132,10 +134,11 @@ class TokenCache:
             token = self._old.pop(k, None)
             if token is None:
                 return None
-            self._old_bytes -= entry_cost(email, uuid, token)
+            cost = entry_cost(email, uuid, token)
+            self._old_bytes -= cost
             if not self._usable(token, lifetime, key_id):
                 return None
-            self._store(k, token)  # used again: young once more
+            self._store(k, token, cost)  # used again: young once more
             return token
 
     def put(self, email: str, uuid: str, token: Token) -> None:

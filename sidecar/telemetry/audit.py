@@ -117,9 +117,7 @@ class QueuedHandler(logging.Handler):
     def flush(self) -> None:
         """Write out what is queued (``logging.shutdown``, or before ``os._exit``); at most
         :data:`FLUSH_TIMEOUT` on a stalled sink."""
-        current = _current
-        if current is not None:
-            current.flush()
+        flush()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
@@ -279,7 +277,6 @@ def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = N
         previous, _current = _current, writer
     if previous is not None:
         writer.on_drop = previous.on_drop
-    if previous is not None:
         previous.close()
     return writer
 
